@@ -1,0 +1,37 @@
+# pcme-bench: PCME against PVSE, VSE0 and VSE++ on COCO and CUB (and their synthetic twins).
+# Stages, one rule file each: data -> prepare -> train -> embed -> evaluate -> aggregate.
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="synthetic-coco|synthetic-cub|coco|cub",
+    synthetic="synthetic-coco|synthetic-cub",
+    method="vse0|vsepp|pvse-k1|pvse-k2|pcme",
+    seed=r"\d+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        RESULT_TABLES,
+    default_target: True
+
+
+rule data:
+    input:
+        prepared_datasets(),

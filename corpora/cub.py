@@ -1,0 +1,168 @@
+"""CUB-200-2011 with the captions of Reed et al. (2016), in the zero-shot class split.
+
+Layout under the dataset root (the real data and ``synthetic-cub`` alike)::
+
+    images/001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg ...
+    images.txt               "<image id> <class dir>/<file>"           (CUB_200_2011)
+    classes.txt              "<class id> <class dir>"                  (CUB_200_2011)
+    image_class_labels.txt   "<image id> <class id>"                   (CUB_200_2011)
+    text_c10/<class dir>/<image file stem>.txt   ten captions, one a line (Reed et al.)
+    trainvalclasses.txt, testclasses.txt        class dirs, one a line (Reed et al.)
+
+The benchmark trains on the 150 trainval classes and tests on the 50 disjoint
+test classes; every image-caption pair of one class is a match. CUB captions
+have no ids of their own, so caption ``k`` (0-based line) of image ``i`` gets
+id ``100 * i + k``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from corpora.corpus import CaptionSplit, multi_hot
+from corpora.errors import DataError
+from corpora.images import check_image
+from corpora.text import tokenize
+
+CUB_SPLITS = ("train", "test")
+SPLIT_CLASSES_FILE = {"train": "trainvalclasses.txt", "test": "testclasses.txt"}
+CAPTION_ID_STRIDE = 100
+
+
+@dataclass(frozen=True)
+class CubLayout:
+    """Where each file of a CUB-format dataset lives under ``root``."""
+
+    root: Path
+
+    @property
+    def images_txt(self) -> Path:
+        return self.root / "images.txt"
+
+    @property
+    def classes_txt(self) -> Path:
+        return self.root / "classes.txt"
+
+    @property
+    def image_class_labels_txt(self) -> Path:
+        return self.root / "image_class_labels.txt"
+
+    def image(self, relative: str) -> Path:
+        return self.root / "images" / relative
+
+    def caption_file(self, relative_image: str) -> Path:
+        return self.root / "text_c10" / Path(relative_image).with_suffix(".txt")
+
+    def split_classes(self, split: str) -> Path:
+        return self.root / SPLIT_CLASSES_FILE[split]
+
+    def ground_truth(self, direction: str) -> Path:
+        """Complete positives of the test split (synthetic data only), ECCV Caption's format."""
+        return self.root / f"full_{direction}.json"
+
+    def required_files(self, splits=CUB_SPLITS) -> list[Path]:
+        return [self.images_txt, self.classes_txt, self.image_class_labels_txt, *(self.split_classes(s) for s in splits)]
+
+
+def _read_pairs(path: Path, what: str) -> dict[int, str]:
+    """An ``<integer id> <value>`` file as a dict; malformed or repeated lines raise DataError."""
+    if not path.is_file():
+        raise DataError(path, "file", "not found")
+    pairs: dict[int, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, _, value = line.strip().partition(" ")
+        if not key.isdigit() or not value.strip():
+            raise DataError(path, f"line {number}", f"expected '<{what} id> <value>', found {line!r}")
+        if int(key) in pairs:
+            raise DataError(path, f"line {number}", f"{what} id {key} listed twice")
+        pairs[int(key)] = value.strip()
+    return pairs
+
+
+def _read_names(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(path, "file", "not found")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_captions(path: Path, item: str, expected: int | None) -> list[str]:
+    """The captions of one image file: one a line, none empty, ``expected`` of them if given."""
+    if not path.is_file():
+        raise DataError(path, item, "caption file is missing")
+    lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not tokenize(line):
+            raise DataError(path, f"{item}, line {number}", f"caption is empty: {line!r}")
+    if expected is not None and len(lines) != expected:
+        raise DataError(path, item, f"has {len(lines)} captions, expected {expected}")
+    if len(lines) > CAPTION_ID_STRIDE:
+        raise DataError(path, item, f"more than {CAPTION_ID_STRIDE} captions")
+    return [line.strip() for line in lines]
+
+
+def load_cub(
+    root: str | Path, splits=CUB_SPLITS, check_images: bool = True, captions_per_image: int | None = 10
+) -> dict[str, CaptionSplit]:
+    """Read ``splits`` of a CUB-format dataset under ``root``; images in image-id order."""
+    layout = CubLayout(Path(root))
+    unknown = set(splits) - set(CUB_SPLITS)
+    if unknown:
+        raise ValueError(f"unknown CUB split(s) {sorted(unknown)}; allowed: {list(CUB_SPLITS)}")
+    classes = _read_pairs(layout.classes_txt, "class")
+    images = _read_pairs(layout.images_txt, "image")
+    image_classes = _read_pairs(layout.image_class_labels_txt, "image")
+    class_of_dir = {name: class_id for class_id, name in classes.items()}
+    by_class: dict[int, list[int]] = {}
+    for image_id, relative in sorted(images.items()):
+        if image_id not in image_classes:
+            raise DataError(layout.image_class_labels_txt, f"image id {image_id}", "has no class label")
+        class_id = int(image_classes[image_id])
+        if class_id not in classes:
+            raise DataError(layout.image_class_labels_txt, f"image id {image_id}", f"class id {class_id} is not in {layout.classes_txt}")
+        if Path(relative).parts[0] != classes[class_id]:
+            raise DataError(layout.images_txt, f"image id {image_id}", f"{relative} is not in the folder of its class {classes[class_id]}")
+        by_class.setdefault(class_id, []).append(image_id)
+
+    split_classes = {}
+    for split in splits:
+        path = layout.split_classes(split)
+        ids = []
+        for name in _read_names(path):
+            if name not in class_of_dir:
+                raise DataError(path, f"class {name}", f"not in {layout.classes_txt}")
+            if class_of_dir[name] not in by_class:
+                raise DataError(path, f"class {name}", f"has no images in {layout.images_txt}")
+            ids.append(class_of_dir[name])
+        if not ids:
+            raise DataError(path, "file", "lists no classes")
+        split_classes[split] = ids
+    if len(splits) == 2:
+        shared = set(split_classes["train"]) & set(split_classes["test"])
+        if shared:
+            names = sorted(classes[c] for c in shared)
+            raise DataError(layout.split_classes("test"), f"class {names[0]}", f"also in the training classes ({len(names)} shared)")
+
+    width = max(classes)
+    result = {}
+    for split, class_ids in split_classes.items():
+        image_ids = sorted(i for c in class_ids for i in by_class[c])
+        image_rows, caption_rows = [], []
+        for index, image_id in enumerate(image_ids):
+            relative = images[image_id]
+            item = f"image id {image_id} ({relative})"
+            if check_images:
+                check_image(layout.image(relative), item)
+            class_id = int(image_classes[image_id])
+            image_rows.append((image_id, f"images/{relative}", class_id))
+            for k, caption in enumerate(read_captions(layout.caption_file(relative), item, captions_per_image)):
+                caption_rows.append((CAPTION_ID_STRIDE * image_id + k, image_id, index, caption))
+        frame = pd.DataFrame(image_rows, columns=["image_id", "image_file", "class_id"])
+        labels = multi_hot([[c - 1] for c in frame["class_id"]], width)
+        captions = pd.DataFrame(caption_rows, columns=["caption_id", "image_id", "image_index", "caption"])
+        result[split] = CaptionSplit("cub", split, layout.root, frame, captions, labels)
+    return result

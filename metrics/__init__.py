@@ -1,0 +1,1 @@
+"""Retrieval metrics on score matrices (queries x gallery, higher = more similar)."""

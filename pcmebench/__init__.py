@@ -1,0 +1,1 @@
+"""Glue between the Snakemake workflow and the libraries (models, metrics, corpora)."""

@@ -1,0 +1,39 @@
+"""Small generated datasets shared by the tests; copy one before changing it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from corpora.synthetic import write_synthetic_coco, write_synthetic_cub
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_COCO = {"seed": 3, "image_size": 48, "images": {"train": 12, "restval": 4, "dev": 4, "test": 10}, "captions_per_image": 5}
+TINY_CUB = {"seed": 3, "image_size": 48, "classes": 6, "test_classes": 2, "images_per_class": 3, "captions_per_image": 10}
+
+
+@pytest.fixture(scope="session")
+def tiny_coco_source(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("generated") / "synthetic-coco"
+    write_synthetic_coco(root, **TINY_COCO)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_cub_source(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("generated") / "synthetic-cub"
+    write_synthetic_cub(root, **TINY_CUB)
+    return root
+
+
+@pytest.fixture
+def tiny_coco(tiny_coco_source, tmp_path) -> Path:
+    """A private copy that a test may damage."""
+    return Path(shutil.copytree(tiny_coco_source, tmp_path / "synthetic-coco"))
+
+
+@pytest.fixture
+def tiny_cub(tiny_cub_source, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_cub_source, tmp_path / "synthetic-cub"))

@@ -1,0 +1,25 @@
+# Stage 2, prepare: read raw data through the shared loaders; store splits, vocabulary and
+# word vectors as memory-mapped Hugging Face datasets.
+
+
+rule prepare:
+    input:
+        raw=raw_dataset,
+    output:
+        directory(WORK / "prepared" / "{dataset}"),
+    params:
+        raw_root=lambda wildcards: str(DATA_ROOT / wildcards.dataset),
+        format=lambda wildcards: dataset_format(wildcards.dataset),
+        train_splits=lambda wildcards: dataset_settings(wildcards.dataset)["train_splits"],
+        min_word_count=lambda wildcards: dataset_settings(wildcards.dataset)["min_word_count"],
+        word_dim=lambda wildcards: dataset_settings(wildcards.dataset)["word_dim"],
+        word_vectors=lambda wildcards: word_vectors_file(wildcards.dataset),
+    log:
+        WORK / "logs" / "prepare" / "{dataset}.log",
+    benchmark:
+        WORK / "benchmarks" / "prepare" / "{dataset}.tsv"
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/prepare.py"

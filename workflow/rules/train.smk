@@ -1,0 +1,27 @@
+# Stage 3, train: one model per dataset x method x seed. The stages from here on run the
+# package's command-line entry points, so a run can also be reproduced outside Snakemake;
+# `python -m pcmebench.train` lands with issue #3 (until then this rule fails, naming its log).
+
+
+rule train:
+    input:
+        prepared=WORK / "prepared" / "{dataset}",
+    output:
+        checkpoint=f"{RUN_DIR}/model.safetensors",
+        record=f"{RUN_DIR}/run.json",
+        curve=f"{RUN_DIR}/train_log.csv",
+    params:
+        settings=run_settings,
+        run_dir=RUN_DIR,
+    log:
+        f"{RUN_DIR}/train.log",
+    benchmark:
+        f"{RUN_DIR}/train.benchmark.tsv"
+    threads: 2
+    conda:
+        CONDA_ENV
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
+    shell:
+        "python -m pcmebench.train --prepared {input.prepared} --run-dir {params.run_dir}"
+        " --threads {threads} --settings {params.settings:q} > {log} 2>&1"
