@@ -108,10 +108,13 @@ class PreparedSplit:
     captions: object  # datasets.Dataset
     label_width: int
 
+    def __post_init__(self):
+        self._files = self.images["image_file"]
+        self._ids = self.images["image_id"]
+
     def image(self, index: int):
         """The PIL image of row ``index`` of ``images``; a DataError names a missing or corrupt file."""
-        row = self.images[index]
-        return load_rgb(self.raw_root / row["image_file"], f"image id {row['image_id']} of split {self.name!r}")
+        return load_rgb(self.raw_root / self._files[index], f"image id {self._ids[index]} of split {self.name!r}")
 
     def label_matrix(self) -> np.ndarray:
         """(images, label_width) bool multi-hot labels."""

@@ -30,7 +30,7 @@ def test_default_synthetic_datasets_load_with_expected_counts(name, default_sett
             assert len(splits[split].images) == count
             assert (splits[split].captions_per_image == generator["captions_per_image"]).all()
         assert len(splits["test"].images) == 1000  # one COCO "1K" fold
-        assert splits["test"].labels.shape == (1000, 24) and splits["test"].labels.any(axis=1).all()
+        assert splits["test"].labels.shape == (1000, 40) and splits["test"].labels.any(axis=1).all()
     else:
         splits = load_cub(tmp_path / name)
         test_images = generator["test_classes"] * generator["images_per_class"]

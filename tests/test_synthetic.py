@@ -43,7 +43,7 @@ def test_coco_files_follow_cocos_schema(tiny_coco_source):
     assert set(instances) >= {"images", "annotations", "categories"}
     assert set(captions["annotations"][0]) == {"id", "image_id", "caption"}
     assert {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"} <= set(instances["annotations"][0])
-    assert len(instances["categories"]) == 24
+    assert len(instances["categories"]) == 40  # 8 colours x 5 shapes
     images = {im["id"]: im for im in captions["images"]}
     val = TINY_COCO["images"]
     assert len(images) == val["restval"] + val["dev"] + val["test"]

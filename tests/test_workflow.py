@@ -94,3 +94,13 @@ def test_dataset_without_settings_is_named(workflow):
     result = snakemake(workflow, "-n", "all")
     assert result.returncode != 0
     assert "datasets lists 'synthetic-cub' but dataset_settings has no entry for it" in result.stdout + result.stderr
+
+
+def test_train_and_embed_run_through_the_workflow(workflow):
+    run = "work-smoke/runs/synthetic-cub/pvse-k2/seed0"
+    result = snakemake(workflow, "--cores", "2", f"{run}/embeddings_test.safetensors", "--configfile", "config/smoke.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((workflow / run / "run.json").read_text())
+    assert (record["dataset"], record["method"], record["seed"], record["epochs"]) == ("synthetic-cub", "pvse-k2", 0, 1)
+    assert "epoch 1" in (workflow / run / "train.log").read_text()
+    assert (workflow / run / "train.benchmark.tsv").is_file()

@@ -20,6 +20,7 @@ PALETTE = {
     "brown": (130, 80, 35),
     "grey": (140, 140, 140),
     "orange": (240, 140, 30),
+    "cyan": (40, 215, 225),
 }
 
 TEXTURES = ("noise", "stripes", "checker", "blotches", "gradient")
@@ -76,6 +77,15 @@ def star(cx: float, cy: float, radius: float, rotation: float, points: int = 5) 
     ]
 
 
+def cross(cx: float, cy: float, radius: float, rotation: float) -> list[tuple[float, float]]:
+    """A plus sign whose arms are a third of its width."""
+    t = radius / 3
+    corners = [(t, radius), (t, t), (radius, t), (radius, -t), (t, -t), (t, -radius),
+               (-t, -radius), (-t, -t), (-radius, -t), (-radius, t), (-t, t), (-t, radius)]
+    c, s = math.cos(rotation), math.sin(rotation)
+    return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in corners]
+
+
 def shape_outline(shape: str, cx: float, cy: float, radius: float, rotation: float) -> list[tuple[float, float]]:
     """The polygon of ``shape``; a circle is a 24-gon, which is also its COCO segmentation."""
     if shape == "circle":
@@ -86,6 +96,8 @@ def shape_outline(shape: str, cx: float, cy: float, radius: float, rotation: flo
         return regular_polygon(cx, cy, radius * 1.15, 3, -math.pi / 2 + rotation)
     if shape == "star":
         return star(cx, cy, radius * 1.2, -math.pi / 2 + rotation)
+    if shape == "cross":
+        return cross(cx, cy, radius * 1.1, rotation)
     raise ValueError(f"unknown shape {shape!r}")
 
 

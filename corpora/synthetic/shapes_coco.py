@@ -1,7 +1,7 @@
 """``synthetic-coco``: scenes of shapes written in the on-disk format of COCO 2014.
 
 See ``corpora.coco`` for the layout and ``corpora.synthetic.scenes`` for what
-the images and captions mean. Categories are colour x shape (24), playing the
+the images and captions mean. Categories are colour x shape (40), playing the
 role of COCO's 80 instance categories, so PMRP's plausible matches exist here
 exactly as on COCO. The test split also gets its complete ground truth:
 ``annotations/full_caption_to_image.json`` and ``full_image_to_caption.json``.

@@ -1,6 +1,7 @@
 # Helpers shared by all stages: validated config, paths, and input functions.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -40,6 +41,10 @@ RESULT_TABLES = [
     for table in ("metrics", "summary", "uncertainty", "uncertainty_summary", "runs")
 ]
 CONDA_ENV = "../../environment.yml"
+# Jobs' `python` is the interpreter Snakemake runs in (so an unactivated virtualenv works), or the
+# environment's own when --use-conda builds one from environment.yml.
+if not any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method):
+    shell.prefix(f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
 
 
 def run_settings(wildcards):

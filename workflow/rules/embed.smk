@@ -1,5 +1,5 @@
 # Stage 4, embed: image and caption embeddings of the evaluation split (mu, sigma and samples
-# for PCME; the K embeddings for PVSE). `python -m pcmebench.embed` lands with issue #3.
+# for PCME; the K embeddings for PVSE); see pcmebench/embed.py.
 
 
 rule embed:
@@ -9,7 +9,7 @@ rule embed:
     output:
         embeddings=f"{RUN_DIR}/embeddings_test.safetensors",
     params:
-        settings=run_settings,
+        device=config["device"],
     log:
         f"{RUN_DIR}/embed.log",
     benchmark:
@@ -21,4 +21,4 @@ rule embed:
         gpu=1 if config["device"] == "cuda" else 0,
     shell:
         "python -m pcmebench.embed --prepared {input.prepared} --checkpoint {input.checkpoint}"
-        " --output {output.embeddings} --threads {threads} --settings {params.settings:q} > {log} 2>&1"
+        " --output {output.embeddings} --threads {threads} --device {params.device} > {log} 2>&1"

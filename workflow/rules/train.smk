@@ -1,6 +1,6 @@
-# Stage 3, train: one model per dataset x method x seed. The stages from here on run the
-# package's command-line entry points, so a run can also be reproduced outside Snakemake;
-# `python -m pcmebench.train` lands with issue #3 (until then this rule fails, naming its log).
+# Stage 3, train: one model per dataset x method x seed (pcmebench/train.py). The stages from
+# here on run the package's command-line entry points, so a run can also be reproduced outside
+# Snakemake.
 
 
 rule train:

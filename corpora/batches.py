@@ -1,0 +1,155 @@
+"""PyTorch datasets, transforms and batching over prepared splits."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset, Sampler
+from torchvision import transforms as T
+from torchvision.transforms.functional import pil_to_tensor
+
+from corpora.prepared import PreparedSplit
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+AUGMENTATIONS = ("none", "flip", "coco", "cub")
+
+
+def image_transform(augment: str, input_size: int, train: bool):
+    """uint8 (3, H, W) image tensor -> normalised float tensor.
+
+    ``coco``: RandomResizedCrop + horizontal flip in training, resize + centre crop
+    otherwise (as PCME on COCO); ``cub``: resize + centre crop (PCME on CUB);
+    ``flip``: resize + horizontal flip in training; ``none``: resize only, for
+    synthetic scenes whose captions say "left", "right", "top".
+    """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; allowed: {list(AUGMENTATIONS)}")
+    normalise = [T.ConvertImageDtype(torch.float32), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if augment == "coco" and train:
+        return T.Compose([T.RandomResizedCrop(input_size, antialias=True), T.RandomHorizontalFlip(), *normalise])
+    if augment in ("coco", "cub"):
+        return T.Compose([T.Resize(round(input_size * 256 / 224), antialias=True), T.CenterCrop(input_size), *normalise])
+    steps = [T.Resize((input_size, input_size), antialias=True)]
+    if augment == "flip" and train:
+        steps.append(T.RandomHorizontalFlip())
+    return T.Compose(steps + normalise)
+
+
+def drop_words(tokens: list[int], probability: float) -> list[int]:
+    """Remove each word (not <start>/<end>) with ``probability``, keeping at least one (torch RNG)."""
+    words = tokens[1:-1]
+    if probability <= 0 or len(words) < 2:
+        return tokens
+    keep = torch.rand(len(words)) >= probability
+    if not keep.any():
+        keep[torch.randint(len(words), ())] = True
+    return [tokens[0], *(w for w, k in zip(words, keep.tolist()) if k), tokens[-1]]
+
+
+class ImageSource:
+    """Decoded images of prepared splits as uint8 (3, H, W) tensors, kept in memory when ``cache``.
+
+    Caching suits small datasets (the synthetic ones: a few tens of MB); on COCO
+    every read decodes the file again.
+    """
+
+    def __init__(self, splits: list[PreparedSplit], cache: bool):
+        self.splits = splits
+        self.cache: dict[tuple[int, int], torch.Tensor] | None = {} if cache else None
+
+    def __call__(self, split: int, row: int) -> torch.Tensor:
+        if self.cache is not None and (split, row) in self.cache:
+            return self.cache[split, row]
+        image = pil_to_tensor(self.splits[split].image(row))
+        if self.cache is not None:
+            self.cache[split, row] = image
+        return image
+
+
+class CaptionPairs(Dataset):
+    """One item per caption of ``splits``: (image, tokens, image id), the image decoded on access."""
+
+    def __init__(self, splits: list[PreparedSplit], transform, word_drop: float = 0.0, cache_images: bool = False):
+        self.images = ImageSource(splits, cache_images)
+        self.transform = transform
+        self.word_drop = word_drop
+        self.index = []  # (split number, image row, tokens, image id, class id or -1)
+        for number, split in enumerate(splits):
+            classes = split.images["class_id"] if "class_id" in split.images.column_names else None
+            image_ids = split.images["image_id"]
+            for row, tokens in zip(split.captions["image_index"], split.captions["tokens"]):
+                self.index.append((number, row, tokens, image_ids[row], classes[row] if classes else -1))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def class_ids(self) -> list[int]:
+        return [entry[4] for entry in self.index]
+
+    def __getitem__(self, i):
+        number, row, tokens, image_id, _ = self.index[i]
+        return self.transform(self.images(number, row)), drop_words(tokens, self.word_drop), image_id
+
+
+class Images(Dataset):
+    """Every image of one split, in its order."""
+
+    def __init__(self, split: PreparedSplit, transform):
+        self.images = ImageSource([split], cache=False)
+        self.length = len(split.images)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, row):
+        return self.transform(self.images(0, row))
+
+
+class Captions(Dataset):
+    """Every caption of one split as token ids, in its order."""
+
+    def __init__(self, split: PreparedSplit):
+        self.tokens = split.captions["tokens"]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i):
+        return self.tokens[i]
+
+
+def pad_tokens(token_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> (B, L) padded with 0 (<pad>) and (B,) lengths."""
+    lengths = torch.tensor([len(t) for t in token_lists])
+    padded = torch.zeros((len(token_lists), int(lengths.max())), dtype=torch.long)
+    for row, tokens in enumerate(token_lists):
+        padded[row, : len(tokens)] = torch.tensor(tokens)
+    return padded, lengths
+
+
+def collate_pairs(batch):
+    images, tokens, image_ids = zip(*batch)
+    padded, lengths = pad_tokens(list(tokens))
+    return torch.stack(images), padded, lengths, torch.tensor(image_ids)
+
+
+class OnePerClassBatches(Sampler):
+    """Batches of one random pair from each class, as PCME trains on CUB (batch = number of classes).
+
+    An epoch is ``len(pairs) // classes`` batches, about as many pairs as one pass.
+    """
+
+    def __init__(self, class_ids: list[int], generator: torch.Generator):
+        by_class: dict[int, list[int]] = {}
+        for index, class_id in enumerate(class_ids):
+            by_class.setdefault(class_id, []).append(index)
+        self.members = [torch.tensor(v) for v in by_class.values()]
+        self.batches = len(class_ids) // len(self.members)
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        for _ in range(self.batches):
+            yield [int(m[torch.randint(len(m), (), generator=self.generator)]) for m in self.members]

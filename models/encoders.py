@@ -1,0 +1,96 @@
+"""Image and text encoders shared by every method.
+
+Each encoder returns a global feature (B, G) and local features (B, N, C) with a
+mask (B, N) of the valid positions: image regions of the last feature map, or
+words. The method heads (``models.heads``) turn both into embeddings.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+IMAGE_ENCODERS = ("small-cnn", "resnet50", "resnet152")
+
+
+class SmallCNN(nn.Module):
+    """Four stride-2 conv blocks trained from scratch, for the synthetic datasets.
+
+    Two coordinate channels join the RGB input (CoordConv, Liu et al. 2018) so
+    features can say where a thing is ("left of", "at the top") and still be
+    pooled; the global feature is the max and the mean of the last feature map.
+    """
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        channels = [5, width, 2 * width, 4 * width, 8 * width]
+        blocks = []
+        for c_in, c_out in itertools.pairwise(channels):
+            blocks += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*blocks)
+        self.local_dim = channels[-1]
+        self.global_dim = 2 * channels[-1]
+
+    def forward(self, images: torch.Tensor):
+        b, _, h, w = images.shape
+        ys = torch.linspace(-1, 1, h, device=images.device, dtype=images.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = torch.linspace(-1, 1, w, device=images.device, dtype=images.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+        grid = self.features(torch.cat([images, xs, ys], dim=1))
+        local = grid.flatten(2).transpose(1, 2)
+        global_feature = torch.cat([grid.amax(dim=(2, 3)), grid.mean(dim=(2, 3))], dim=1)
+        return global_feature, local, torch.ones(local.shape[:2], dtype=torch.bool, device=local.device)
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet up to its last block: 7x7x2048 local features at 224 px, average-pooled global."""
+
+    def __init__(self, name: str, pretrained: bool):
+        super().__init__()
+        import torchvision
+
+        builder = getattr(torchvision.models, name)
+        weights = torchvision.models.get_model_weights(builder).IMAGENET1K_V1 if pretrained else None
+        resnet = builder(weights=weights)
+        self.body = nn.Sequential(*list(resnet.children())[:-2])
+        self.local_dim = self.global_dim = resnet.fc.in_features
+
+    def forward(self, images: torch.Tensor):
+        grid = self.body(images)
+        local = grid.flatten(2).transpose(1, 2)
+        return grid.mean(dim=(2, 3)), local, torch.ones(local.shape[:2], dtype=torch.bool, device=local.device)
+
+
+def build_image_encoder(name: str, pretrained: bool) -> nn.Module:
+    """``small-cnn`` (from scratch) or ``resnet50``/``resnet152`` (ImageNet weights when ``pretrained``)."""
+    if name == "small-cnn":
+        return SmallCNN()
+    if name in ("resnet50", "resnet152"):
+        return ResNetBackbone(name, pretrained)
+    raise ValueError(f"unknown image encoder {name!r}; allowed: {list(IMAGE_ENCODERS)}")
+
+
+class TextEncoder(nn.Module):
+    """Word vectors -> bidirectional GRU with ``embed_dim / 2`` units per direction.
+
+    Local features are the GRU outputs of each word; the global feature joins the
+    last forward and the first backward hidden state. Word vectors are frozen when
+    they come from GloVe, as in the paper.
+    """
+
+    def __init__(self, word_vectors: torch.Tensor, embed_dim: int, freeze_words: bool):
+        super().__init__()
+        if embed_dim % 2:
+            raise ValueError(f"embed_dim must be even for a bidirectional GRU, got {embed_dim}")
+        self.words = nn.Embedding.from_pretrained(word_vectors.float(), freeze=freeze_words, padding_idx=0)
+        self.gru = nn.GRU(word_vectors.shape[1], embed_dim // 2, batch_first=True, bidirectional=True)
+        self.local_dim = self.global_dim = embed_dim
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor):
+        packed = pack_padded_sequence(self.words(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        output, hidden = self.gru(packed)
+        local, _ = pad_packed_sequence(output, batch_first=True, total_length=tokens.shape[1])
+        mask = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
+        return torch.cat([hidden[0], hidden[1]], dim=1), local, mask

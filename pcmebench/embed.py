@@ -1,0 +1,100 @@
+"""Export the embeddings of one split for a trained run (the evaluation stage reads them).
+
+    python -m pcmebench.embed --prepared work/prepared/synthetic-coco \
+        --checkpoint work/runs/synthetic-coco/pcme/seed0/model.safetensors \
+        --output work/runs/synthetic-coco/pcme/seed0/embeddings_test.safetensors [--split test]
+
+The output (safetensors) holds ``image_ids`` and ``caption_ids`` in the split's
+order, ``caption_image_index`` (each caption's image row), and per method:
+``image_embeddings`` / ``caption_embeddings`` (N, K, D), K = 1 for VSE, K for
+PVSE; for PCME ``*_mu``, ``*_log_sigma`` (N, D), ``*_samples`` (N, J, D) drawn
+from a fixed seed so evaluation is deterministic, and the learned ``a`` and ``b``.
+The run's settings travel in the file's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+from corpora.batches import Captions, Images, image_transform, pad_tokens
+from corpora.prepared import PreparedDataset
+from models.pcme import sample_embeddings
+from pcmebench.runs import atomic_write, model_for, resolve_device
+
+log = logging.getLogger("pcmebench.embed")
+SAMPLE_SEED = 0
+
+
+def load_run(checkpoint, prepared: PreparedDataset, device: torch.device):
+    """The trained model and its settings from a run's ``model.safetensors``."""
+    with safe_open(str(checkpoint), framework="pt", device="cpu") as f:
+        settings = json.loads(f.metadata()["settings"])
+        weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    model = model_for(settings, prepared, pretrained=False)
+    model.load_state_dict(weights)
+    return model.to(device).eval(), settings
+
+
+@torch.no_grad()
+def embed_split(model, prepared: PreparedDataset, split_name: str, settings: dict, device, batch_size: int = 256) -> dict:
+    split = prepared.split(split_name)
+    training = settings["dataset_settings"]["training"]
+    images = DataLoader(Images(split, image_transform(training["augment"], training["input_size"], train=False)), batch_size=batch_size)
+    captions = DataLoader(Captions(split), batch_size=batch_size, collate_fn=pad_tokens)
+    image_out = [model.encode_images(batch.to(device)) for batch in images]
+    caption_out = [model.encode_captions(tokens.to(device), lengths) for tokens, lengths in captions]
+    tensors = {
+        "image_ids": torch.tensor(split.images["image_id"]),
+        "caption_ids": torch.tensor(split.captions["caption_id"]),
+        "caption_image_index": torch.tensor(split.captions["image_index"]),
+    }
+    generator = torch.Generator(device=device).manual_seed(SAMPLE_SEED)
+    for prefix, outputs in (("image", image_out), ("caption", caption_out)):
+        if "mu" in outputs[0]:
+            mu = torch.cat([o["mu"] for o in outputs])
+            log_sigma = torch.cat([o["log_sigma"] for o in outputs])
+            samples = sample_embeddings(mu, log_sigma, model.method.samples, generator)
+            tensors.update({f"{prefix}_mu": mu, f"{prefix}_log_sigma": log_sigma, f"{prefix}_samples": samples})
+        else:
+            tensors[f"{prefix}_embeddings"] = torch.cat([o["embeddings"] for o in outputs])
+    if hasattr(model.method, "a"):
+        tensors.update(a=model.method.a.detach().reshape(1), b=model.method.b.detach().reshape(1))
+    return {k: v.float().cpu().contiguous() if v.is_floating_point() else v.cpu().contiguous() for k, v in tensors.items()}
+
+
+def export(prepared_dir, checkpoint, output, split: str = "test", threads: int | None = None, device: str | None = None) -> None:
+    if threads:
+        torch.set_num_threads(min(threads, os.cpu_count() or threads))
+    prepared = PreparedDataset(prepared_dir)
+    with safe_open(str(checkpoint), framework="pt", device="cpu") as f:
+        run_device = resolve_device(device or json.loads(f.metadata()["settings"])["device"])
+    model, settings = load_run(checkpoint, prepared, run_device)
+    tensors = embed_split(model, prepared, split, settings, run_device)
+    metadata = {"settings": json.dumps(settings, sort_keys=True), "split": split}
+    atomic_write(output, lambda path: save_file(tensors, str(path), metadata=metadata))
+    log.info("wrote %s: %s", output, {k: tuple(v.shape) for k, v in tensors.items()})
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prepared", required=True)
+    parser.add_argument("--checkpoint", required=True, help="a run's model.safetensors")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default=None, help="override the run's device (auto, cpu, cuda)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    export(args.prepared, args.checkpoint, args.output, args.split, args.threads, args.device)
+
+
+if __name__ == "__main__":
+    main()

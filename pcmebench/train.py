@@ -1,0 +1,195 @@
+"""Train one method on one dataset with one seed; resumable, on CPU or CUDA.
+
+    python -m pcmebench.train --prepared work/prepared/synthetic-coco \
+        --run-dir work/runs/synthetic-coco/pcme/seed0 --settings '<json>' [--threads N]
+
+Schedule (PCME paper): a phase with the image backbone frozen, then fine-tuning
+of everything, each phase with its own learning rate and a cosine decay per
+epoch; AdamW (the paper used AdamP); gradients clipped at norm 2. After every
+epoch the run writes ``checkpoint.pt`` (atomically; loadable with
+``torch.load(weights_only=True)``); the same command after a crash resumes from
+it, and on CPU ends with the same weights as an uninterrupted run, because each
+epoch's randomness is seeded from (seed, epoch). A non-finite loss stops the run
+with the epoch and step, leaving the last good checkpoint in place.
+
+Outputs in the run folder: ``model.safetensors`` (final weights), ``run.json``
+(what the run was), ``train_log.csv`` (one row per epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from corpora.batches import CaptionPairs, OnePerClassBatches, collate_pairs, image_transform
+from corpora.prepared import PreparedDataset
+from pcmebench.runs import atomic_write, code_version, model_for, resolve_device, settings_hash
+
+log = logging.getLogger("pcmebench.train")
+CHECKPOINT = "checkpoint.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message says where."""
+
+
+def phase_of(epoch: int, training: dict) -> tuple[str, float, bool]:
+    """(phase name, learning rate, backbone frozen) for 0-based ``epoch``; cosine decay within a phase."""
+    frozen = training["frozen_epochs"]
+    if epoch < frozen:
+        name, base, position, length, is_frozen = "frozen", training["lr"], epoch, frozen, True
+    else:
+        name, base, position, length, is_frozen = "finetune", training["finetune_lr"], epoch - frozen, training["finetune_epochs"], False
+    return name, base * 0.5 * (1 + math.cos(math.pi * position / length)), is_frozen
+
+
+def seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    """Seed torch for one epoch and return the data-order generator, both derived from (seed, epoch)."""
+    torch.manual_seed(seed * 100_003 + epoch)
+    return torch.Generator().manual_seed(seed * 100_003 + epoch + 7)
+
+
+def make_loader(pairs: CaptionPairs, training: dict, generator: torch.Generator, device: torch.device) -> DataLoader:
+    common = {"collate_fn": collate_pairs, "num_workers": training["workers"], "pin_memory": device.type == "cuda"}
+    if training["batching"] == "one-per-class":
+        return DataLoader(pairs, batch_sampler=OnePerClassBatches(pairs.class_ids(), generator), generator=generator, **common)
+    return DataLoader(pairs, batch_size=training["batch_size"], shuffle=True, drop_last=True, generator=generator, **common)
+
+
+def train(prepared_dir, run_dir, settings: dict, threads: int | None = None, stop_after_epoch: int | None = None) -> dict | None:
+    """Train (or resume) the run; returns its record, or None when stopped early by ``stop_after_epoch``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(min(threads, os.cpu_count() or threads))
+    device = resolve_device(settings["device"])
+    training = settings["dataset_settings"]["training"]
+    seed = settings["seed"]
+    total_epochs = training["frozen_epochs"] + training["finetune_epochs"]
+    identity = settings_hash(settings)
+
+    torch.manual_seed(seed)
+    prepared = PreparedDataset(prepared_dir)
+    model = model_for(settings, prepared).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
+    history: list[dict] = []
+    start = 0
+    checkpoint_path = run_dir / CHECKPOINT
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if state["settings_hash"] == identity:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history, start = state["history"], state["epoch"] + 1
+            log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"])
+        else:
+            log.info("ignoring %s: it belongs to other settings", checkpoint_path)
+
+    splits = [prepared.split(name) for name in prepared.meta["train_splits"]]
+    pairs = CaptionPairs(
+        splits, image_transform(training["augment"], training["input_size"], train=True), training["word_drop"], training["cache_images"]
+    )
+    log.info("%s / %s / seed %d on %s: %d pairs, %d epochs", settings["dataset"], settings["method"], seed, device, len(pairs), total_epochs)
+
+    for epoch in range(start, total_epochs):
+        phase, lr, frozen = phase_of(epoch, training)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        model.set_backbone_trainable(not frozen)
+        model.set_epoch(epoch)
+        loader = make_loader(pairs, training, seed_epoch(seed, epoch), device)
+        sums: dict[str, float] = {}
+        seen, began = 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", mininterval=5, leave=False)
+        for step, (images, tokens, lengths, image_ids) in enumerate(bar):
+            images = images.to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.to(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss, stats = model(images, tokens.to(device), lengths, image_ids.to(device))
+            if not torch.isfinite(loss):
+                last = f"{checkpoint_path} (after epoch {history[-1]['epoch']})" if history else "none yet"
+                raise NonFiniteLossError(
+                    f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step + 1} of "
+                    f"{settings['dataset']}/{settings['method']}/seed {seed}; the last good checkpoint is {last}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), training["grad_clip"])
+            optimizer.step()
+            seen += len(image_ids)
+            for key, value in {"loss": loss.detach(), **stats}.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{seen / (time.perf_counter() - began):.0f}")
+        steps = step + 1
+        wall = time.perf_counter() - began
+        row = {"epoch": epoch + 1, "phase": phase, "lr": lr, **{k: v / steps for k, v in sums.items()}}
+        row.update(wall_seconds=wall, samples_per_second=seen / wall)
+        history.append(row)
+        log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}))
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history, "settings_hash": identity}
+        atomic_write(checkpoint_path, lambda path, state=state: torch.save(state, path))
+        write_curve(run_dir / "train_log.csv", history)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < total_epochs:
+            return None
+
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"settings": json.dumps(settings, sort_keys=True), "settings_hash": identity}
+    atomic_write(run_dir / "model.safetensors", lambda path: save_file(weights, str(path), metadata=metadata))
+    write_curve(run_dir / "train_log.csv", history)
+    record = {
+        "dataset": settings["dataset"],
+        "method": settings["method"],
+        "seed": seed,
+        "epochs": total_epochs,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "wall_seconds": sum(r["wall_seconds"] for r in history),
+        "samples_per_second": sum(r["samples_per_second"] for r in history) / len(history),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "final_loss": history[-1]["loss"],
+        "config_hash": identity,
+        "code_version": code_version(),
+    }
+    atomic_write(run_dir / "run.json", lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
+    return record
+
+
+def write_curve(path: Path, history: list[dict]) -> None:
+    """The per-epoch log as CSV; columns are the union of every epoch's keys."""
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(path, lambda p: p.write_text(buffer.getvalue()))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prepared", required=True, help="a folder written by the prepare rule")
+    parser.add_argument("--run-dir", required=True, help="where the checkpoint, weights and logs go")
+    parser.add_argument("--settings", required=True, help="the run's settings as JSON (the workflow writes them)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train(args.prepared, args.run_dir, json.loads(args.settings), args.threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Gradients, learning, resuming, the non-finite guard and the embedding export, on tiny data."""
+
+import copy
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from corpora.batches import CaptionPairs, collate_pairs, image_transform
+from corpora.prepared import PreparedDataset, prepare_dataset
+from models import CrossModalModel
+from pcmebench.embed import export
+from pcmebench.runs import model_for
+from pcmebench.train import CHECKPOINT, NonFiniteLossError, train
+from tests.conftest import REPO
+
+METHODS = ["vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme"]
+CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_coco_source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "synthetic-coco"
+    prepare_dataset("coco", tiny_coco_source, out, train_splits=["train", "restval"], word_dim=8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def prepared_cub(tiny_cub_source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "synthetic-cub"
+    prepare_dataset("cub", tiny_cub_source, out, train_splits=["train"], word_dim=8)
+    return out
+
+
+def tiny_settings(method: str, dataset: str = "synthetic-coco", epochs: int = 2) -> dict:
+    data = copy.deepcopy(CONFIG["dataset_settings"][dataset])
+    data["embed_dim"] = 16
+    data["training"].update(input_size=32, finetune_epochs=epochs, batch_size=8)
+    return {
+        "dataset": dataset,
+        "method": method,
+        "seed": 0,
+        "device": "cpu",
+        "dataset_settings": data,
+        "method_settings": CONFIG["method_settings"][method],
+    }
+
+
+def one_batch(prepared_dir, size=8):
+    split = PreparedDataset(prepared_dir).split("train")
+    pairs = CaptionPairs([split], image_transform("none", 32, train=True))
+    return collate_pairs([pairs[i] for i in range(0, 5 * size, 5)])  # one caption per image: no duplicates
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradients_reach_every_trainable_parameter_and_no_frozen_one(method, prepared):
+    torch.manual_seed(0)
+    model = model_for(tiny_settings(method), PreparedDataset(prepared))
+    model.text_encoder.words.weight.requires_grad_(False)  # as with GloVe vectors
+    model.set_backbone_trainable(False)  # as in the frozen phase
+    loss, _ = model(*one_batch(prepared))
+    loss.backward()
+    frozen = {id(p) for p in model.image_encoder.parameters()} | {id(model.text_encoder.words.weight)}
+    for name, parameter in model.named_parameters():
+        if id(parameter) in frozen:
+            assert parameter.grad is None, f"frozen {name} got a gradient"
+        else:
+            assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+            assert parameter.grad.abs().sum() > 0, f"{name} got a zero gradient"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_few_steps_lower_the_loss(method, prepared):
+    torch.manual_seed(0)
+    model = model_for(tiny_settings(method), PreparedDataset(prepared))
+    batch = one_batch(prepared)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss, _ = model(*batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("method, dataset", [("pcme", "synthetic-coco"), ("pvse-k2", "synthetic-cub")])
+def test_resumed_run_ends_with_the_same_weights(method, dataset, prepared, prepared_cub, tmp_path):
+    prepared_dir = prepared if dataset == "synthetic-coco" else prepared_cub
+    settings = tiny_settings(method, dataset, epochs=3)
+    whole = train(prepared_dir, tmp_path / "whole", settings, threads=1)
+    assert train(prepared_dir, tmp_path / "split", settings, threads=1, stop_after_epoch=1) is None
+    state = torch.load(tmp_path / "split" / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 0 and not (tmp_path / "split" / "model.safetensors").exists()
+    resumed = train(prepared_dir, tmp_path / "split", settings, threads=1)
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "split" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed["final_loss"] == whole["final_loss"]
+    curve = (tmp_path / "split" / "train_log.csv").read_text().splitlines()
+    assert len(curve) == 4 and curve[0].startswith("epoch,phase,lr,loss")
+
+
+def test_run_record_and_curve(prepared, tmp_path):
+    record = train(prepared, tmp_path, tiny_settings("pcme", epochs=1), threads=1)
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved == record
+    assert set(record) >= {"dataset", "method", "seed", "epochs", "device", "wall_seconds", "samples_per_second",
+                           "parameters", "final_loss", "config_hash", "code_version"}
+    header = (tmp_path / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert {"loss", "a", "b", "image_log_sigma", "caption_log_sigma", "lr", "wall_seconds", "samples_per_second"} <= set(header)
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(prepared, tmp_path, monkeypatch):
+    settings = tiny_settings("vsepp", epochs=3)
+    calls = {"n": 0}
+    forward = CrossModalModel.forward
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        loss, stats = forward(self, *args)
+        return (loss * float("nan"), stats) if calls["n"] == 13 else (loss, stats)  # epoch 2, step 3
+
+    monkeypatch.setattr(CrossModalModel, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at epoch 2, step 3 .*after epoch 1"):
+        train(prepared, tmp_path, settings, threads=1)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 0  # the last good checkpoint stays
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("method, keys, k", [
+    ("pvse-k2", {"image_embeddings", "caption_embeddings"}, 2),
+    ("vse0", {"image_embeddings", "caption_embeddings"}, 1),
+    ("pcme", {"image_mu", "image_log_sigma", "image_samples", "caption_mu", "caption_log_sigma", "caption_samples", "a", "b"}, None),
+])
+def test_embedding_export(method, keys, k, prepared, tmp_path):
+    train(prepared, tmp_path, tiny_settings(method, epochs=1), threads=1)
+    export(prepared, tmp_path / "model.safetensors", tmp_path / "emb.safetensors")
+    tensors = load_file(tmp_path / "emb.safetensors")
+    assert keys | {"image_ids", "caption_ids", "caption_image_index"} == set(tensors)
+    test = PreparedDataset(prepared).split("test")
+    assert tensors["image_ids"].tolist() == test.images["image_id"]
+    assert tensors["caption_ids"].tolist() == test.captions["caption_id"]
+    n_images, n_captions = len(test.images), len(test.captions)
+    if k:
+        assert tensors["image_embeddings"].shape == (n_images, k, 16)
+        assert tensors["caption_embeddings"].shape == (n_captions, k, 16)
+        torch.testing.assert_close(tensors["image_embeddings"].norm(dim=-1), torch.ones(n_images, k))
+    else:
+        assert tensors["image_samples"].shape == (n_images, 7, 16)
+        export(prepared, tmp_path / "model.safetensors", tmp_path / "again.safetensors")
+        assert torch.equal(load_file(tmp_path / "again.safetensors")["caption_samples"], tensors["caption_samples"])
