@@ -14,7 +14,7 @@ rule embed:
         f"{RUN_DIR}/embed.log",
     benchmark:
         f"{RUN_DIR}/embed.benchmark.tsv"
-    threads: 2
+    threads: TORCH_THREADS
     conda:
         CONDA_ENV
     resources:

@@ -15,7 +15,7 @@ rule evaluate:
         f"{RUN_DIR}/evaluate.log",
     benchmark:
         f"{RUN_DIR}/evaluate.benchmark.tsv"
-    threads: 2
+    threads: TORCH_THREADS
     conda:
         CONDA_ENV
     shell:

@@ -17,7 +17,7 @@ rule train:
         f"{RUN_DIR}/train.log",
     benchmark:
         f"{RUN_DIR}/train.benchmark.tsv"
-    threads: 2
+    threads: TORCH_THREADS
     conda:
         CONDA_ENV
     resources:
