@@ -29,9 +29,16 @@ class CrossModalModel(nn.Module):
         return self.method.embed_captions(*self.text_encoder(tokens, lengths))
 
     def forward(self, images, tokens, lengths, image_ids):
-        """The method's loss on a batch of pairs; pairs with the same image id match each other."""
+        """The method's loss on a batch of pairs; pairs with the same image id match each other.
+
+        Encoders may run under autocast (bf16 on CUDA); the loss always runs in fp32,
+        where PCME's distances and log-sigmoids stay accurate.
+        """
         match = image_ids[:, None] == image_ids[None, :]
-        return self.method.loss(self.encode_images(images), self.encode_captions(tokens, lengths), match)
+        encoded_images = self.encode_images(images)
+        encoded_captions = self.encode_captions(tokens, lengths)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.method.loss(_to_float(encoded_images), _to_float(encoded_captions), match)
 
     def set_epoch(self, epoch: int) -> None:
         """Tell the method which (0-based) epoch runs, for methods with a warm-up."""
@@ -42,6 +49,10 @@ class CrossModalModel(nn.Module):
         """Freeze or release the image backbone (the paper's first, frozen phase)."""
         for parameter in self.image_encoder.parameters():
             parameter.requires_grad_(trainable)
+
+
+def _to_float(encoded: dict) -> dict:
+    return {k: v.float() for k, v in encoded.items()}
 
 
 def per_dataset(value, dataset: str, dataset_format: str):

@@ -134,11 +134,11 @@ def train(prepared_dir, run_dir, settings: dict, threads: int | None = None, sto
             optimizer.step()
             seen += len(image_ids)
             for key, value in {"loss": loss.detach(), **stats}.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
+                sums[key] = sums.get(key, 0.0) + value.float()  # stays on the device: no sync per step
             bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{seen / (time.perf_counter() - began):.0f}")
         steps = step + 1
         wall = time.perf_counter() - began
-        row = {"epoch": epoch + 1, "phase": phase, "lr": lr, **{k: v / steps for k, v in sums.items()}}
+        row = {"epoch": epoch + 1, "phase": phase, "lr": lr, **{k: float(v) / steps for k, v in sums.items()}}
         row.update(wall_seconds=wall, samples_per_second=seen / wall)
         history.append(row)
         log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}))
