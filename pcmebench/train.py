@@ -135,7 +135,7 @@ def train(prepared_dir, run_dir, settings: dict, threads: int | None = None, sto
             seen += len(image_ids)
             for key, value in {"loss": loss.detach(), **stats}.items():
                 sums[key] = sums.get(key, 0.0) + value.float()  # stays on the device: no sync per step
-            bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{seen / (time.perf_counter() - began):.0f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{seen / (time.perf_counter() - began):.0f}", refresh=False)
         steps = step + 1
         wall = time.perf_counter() - began
         row = {"epoch": epoch + 1, "phase": phase, "lr": lr, **{k: float(v) / steps for k, v in sums.items()}}
