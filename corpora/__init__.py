@@ -3,4 +3,12 @@
 from corpora.corpus import CaptionSplit
 from corpora.errors import DataError
 
-__all__ = ["CaptionSplit", "DataError"]
+SYNTHETIC_FORMAT = {"synthetic-coco": "coco", "synthetic-cub": "cub"}
+
+
+def dataset_format(name: str) -> str:
+    """coco or cub: the on-disk format (and protocol) of a dataset; synthetic ones follow their twin."""
+    return SYNTHETIC_FORMAT.get(name, name)
+
+
+__all__ = ["SYNTHETIC_FORMAT", "CaptionSplit", "DataError", "dataset_format"]

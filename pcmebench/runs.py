@@ -10,15 +10,9 @@ from pathlib import Path
 
 import torch
 
+from corpora import dataset_format
 from corpora.prepared import PreparedDataset
 from models import CrossModalModel, build_model
-
-SYNTHETIC_FORMAT = {"synthetic-coco": "coco", "synthetic-cub": "cub"}
-
-
-def dataset_format(name: str) -> str:
-    """coco or cub: the on-disk format (and protocol) of a dataset; synthetic ones follow their twin."""
-    return SYNTHETIC_FORMAT.get(name, name)
 
 
 def resolve_device(name: str) -> torch.device:

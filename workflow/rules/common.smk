@@ -13,6 +13,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from corpora import SYNTHETIC_FORMAT, dataset_format
 from corpora.coco import CocoLayout
 from corpora.cub import CubLayout
 
@@ -32,7 +33,6 @@ for _kind in ("dataset", "method"):
 DATA_ROOT = Path(config["data_root"])
 WORK = Path(config["work_dir"])
 RESULTS = Path("results")
-SYNTHETIC_FORMAT = {"synthetic-coco": "coco", "synthetic-cub": "cub"}
 LAYOUTS = {"coco": CocoLayout, "cub": CubLayout}
 
 # A torch job uses every core it is given; several on the same cores slow each other down far
@@ -65,11 +65,6 @@ def run_settings(wildcards):
         },
         sort_keys=True,
     )
-
-
-def dataset_format(name):
-    """coco or cub: the on-disk format, and the loader, a dataset uses."""
-    return SYNTHETIC_FORMAT.get(name, name)
 
 
 def dataset_settings(name):
