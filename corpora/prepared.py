@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from corpora.coco import COCO_SPLITS, load_coco
-from corpora.corpus import CaptionSplit
+from corpora.corpus import CaptionSplit, multi_hot
 from corpora.cub import CUB_SPLITS, load_cub
 from corpora.images import load_rgb
 from corpora.text import Vocabulary, word_vectors
@@ -118,10 +118,7 @@ class PreparedSplit:
 
     def label_matrix(self) -> np.ndarray:
         """(images, label_width) bool multi-hot labels."""
-        out = np.zeros((len(self.images), self.label_width), dtype=bool)
-        for row, labels in enumerate(self.images["labels"]):
-            out[row, labels] = True
-        return out
+        return multi_hot(self.images["labels"], self.label_width)
 
 
 class PreparedDataset:

@@ -33,14 +33,18 @@ log = logging.getLogger("pcmebench.embed")
 SAMPLE_SEED = 0
 
 
-def load_run(checkpoint, prepared: PreparedDataset, device: torch.device):
-    """The trained model and its settings from a run's ``model.safetensors``."""
+def load_run(checkpoint, prepared: PreparedDataset, device: str | None = None):
+    """The trained model (in eval mode), its settings and its device from a run's ``model.safetensors``.
+
+    ``device`` overrides the run's own setting (auto, cpu, cuda).
+    """
     with safe_open(str(checkpoint), framework="pt", device="cpu") as f:
         settings = json.loads(f.metadata()["settings"])
         weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    run_device = resolve_device(device or settings["device"])
     model = model_for(settings, prepared, pretrained=False)
     model.load_state_dict(weights)
-    return model.to(device).eval(), settings
+    return model.to(run_device).eval(), settings, run_device
 
 
 @torch.no_grad()
@@ -74,9 +78,7 @@ def export(prepared_dir, checkpoint, output, split: str = "test", threads: int |
     if threads:
         torch.set_num_threads(min(threads, os.cpu_count() or threads))
     prepared = PreparedDataset(prepared_dir)
-    with safe_open(str(checkpoint), framework="pt", device="cpu") as f:
-        run_device = resolve_device(device or json.loads(f.metadata()["settings"])["device"])
-    model, settings = load_run(checkpoint, prepared, run_device)
+    model, settings, run_device = load_run(checkpoint, prepared, device)
     tensors = embed_split(model, prepared, split, settings, run_device)
     metadata = {"settings": json.dumps(settings, sort_keys=True), "split": split}
     atomic_write(output, lambda path: save_file(tensors, str(path), metadata=metadata))
