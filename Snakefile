@@ -1,5 +1,7 @@
 # pcme-bench: PCME against PVSE, VSE0 and VSE++ on COCO and CUB (and their synthetic twins).
-# Stages, one rule file each: data -> prepare -> train -> embed -> evaluate -> aggregate.
+# Stages, one rule file each: data -> prepare -> train -> embed -> evaluate -> aggregate -> plots
+# -> report. `snakemake --cores 8 all` builds every results/*.csv and plot; `snakemake report`
+# renders results/report/index.html from them.
 
 
 configfile: "config/config.yaml"
@@ -24,12 +26,16 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/plots.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         RESULT_TABLES,
-    default_target: True
+        PAPER_TABLE,
+        PLOT_FILES,
 
 
 rule data:

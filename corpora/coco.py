@@ -91,10 +91,7 @@ def _read_captions(layout: CocoLayout, source: str):
     """caption id -> (image id, caption) and image id -> file name, for one source."""
     path = layout.captions_json(source)
     content = read_json(path, ("images", "annotations"))
-    files = {
-        int(_field(im, "id", path, i)): str(_field(im, "file_name", path, i))
-        for i, im in enumerate(content["images"])
-    }
+    files = {int(_field(im, "id", path, i)): str(_field(im, "file_name", path, i)) for i, im in enumerate(content["images"])}
     captions = {}
     for i, ann in enumerate(content["annotations"]):
         caption_id = int(_field(ann, "id", path, i))
@@ -139,7 +136,9 @@ def load_coco(root: str | Path, splits=COCO_SPLITS, check_images: bool = True) -
     instance_labels = {source: _read_instance_labels(layout, source) for source in sources}
     width = max(w for _, w in instance_labels.values())
     return {
-        split: _assemble_split(layout, split, captions[SPLIT_SOURCE[split]], instance_labels[SPLIT_SOURCE[split]][0], width, check_images)
+        split: _assemble_split(
+            layout, split, captions[SPLIT_SOURCE[split]], instance_labels[SPLIT_SOURCE[split]][0], width, check_images
+        )
         for split in splits
     }
 
@@ -175,9 +174,7 @@ def _assemble_split(layout, split, source_captions, image_labels, width, check_i
         rows.append((caption_id, image_id, image_index.setdefault(image_id, len(image_index)), caption))
     captions = pd.DataFrame(rows, columns=["caption_id", "image_id", "image_index", "caption"])
     image_ids = list(image_index)
-    images = pd.DataFrame(
-        {"image_id": image_ids, "image_file": [f"images/{source}/{image_files[i]}" for i in image_ids]}
-    )
+    images = pd.DataFrame({"image_id": image_ids, "image_file": [f"images/{source}/{image_files[i]}" for i in image_ids]})
     if check_images:
         for image_id, image_file in zip(image_ids, images["image_file"]):
             check_image(layout.root / image_file, f"image id {image_id} of split {split!r}")

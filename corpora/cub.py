@@ -123,9 +123,13 @@ def load_cub(
             raise DataError(layout.image_class_labels_txt, f"image id {image_id}", "has no class label")
         class_id = int(image_classes[image_id])
         if class_id not in classes:
-            raise DataError(layout.image_class_labels_txt, f"image id {image_id}", f"class id {class_id} is not in {layout.classes_txt}")
+            raise DataError(
+                layout.image_class_labels_txt, f"image id {image_id}", f"class id {class_id} is not in {layout.classes_txt}"
+            )
         if Path(relative).parts[0] != classes[class_id]:
-            raise DataError(layout.images_txt, f"image id {image_id}", f"{relative} is not in the folder of its class {classes[class_id]}")
+            raise DataError(
+                layout.images_txt, f"image id {image_id}", f"{relative} is not in the folder of its class {classes[class_id]}"
+            )
         by_class.setdefault(class_id, []).append(image_id)
 
     split_classes = {}
@@ -145,7 +149,9 @@ def load_cub(
         shared = set(split_classes["train"]) & set(split_classes["test"])
         if shared:
             names = sorted(classes[c] for c in shared)
-            raise DataError(layout.split_classes("test"), f"class {names[0]}", f"also in the training classes ({len(names)} shared)")
+            raise DataError(
+                layout.split_classes("test"), f"class {names[0]}", f"also in the training classes ({len(names)} shared)"
+            )
 
     width = max(classes)
     result = {}

@@ -72,9 +72,7 @@ class Vocabulary:
         return cls(json.loads(Path(path).read_text())["words"])
 
 
-def word_vectors(
-    vocab: Vocabulary, dim: int, seed: int, glove_path: str | Path | None = None
-) -> tuple[np.ndarray, int]:
+def word_vectors(vocab: Vocabulary, dim: int, seed: int, glove_path: str | Path | None = None) -> tuple[np.ndarray, int]:
     """A (len(vocab), dim) float32 matrix of initial word vectors, and how many came from GloVe.
 
     Rows start as N(0, 0.1^2) from ``seed``; ``<pad>`` is zero. With ``glove_path``

@@ -1,1 +1,26 @@
-"""Retrieval metrics on score matrices (queries x gallery, higher = more similar)."""
+"""Retrieval metrics on score matrices (queries x gallery, higher = more similar), values in percent.
+
+Pure functions on numpy arrays or torch tensors. Ranks: descending score, ties by lower gallery
+index. Queries without a positive (or, for PMRP, without a label or a plausible match) are NaN
+per query and left out of the means with an ExcludedQueriesWarning; bad input raises ValueError.
+"""
+
+from metrics.pmrp import pmrp, pmrp_per_query
+from metrics.ranking import ExcludedQueriesWarning
+from metrics.retrieval import map_at_r, r_precision, recall_at_k, retrieval_per_query, score_margin
+from metrics.uncertainty import auroc, pearson, spearman, uncertainty_bins
+
+__all__ = [
+    "ExcludedQueriesWarning",
+    "auroc",
+    "map_at_r",
+    "pearson",
+    "pmrp",
+    "pmrp_per_query",
+    "r_precision",
+    "recall_at_k",
+    "retrieval_per_query",
+    "score_margin",
+    "spearman",
+    "uncertainty_bins",
+]

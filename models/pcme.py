@@ -79,23 +79,30 @@ def uniformity_loss(points: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     return torch.logsumexp(-t * squared, dim=0) - math.log(squared.numel())
 
 
+@torch.no_grad()
 def match_probability(image_samples, caption_samples, a, b, chunk_bytes: int = 256 * 2**20) -> torch.Tensor:
     """(N_i, J, D) and (N_c, J, D) samples -> (N_i, N_c) mean over J x J of sigmoid(-a d + b).
 
-    Distances come from matrix products (||x||^2 + ||y||^2 - 2 x.y) over blocks of
-    images, so memory stays near ``chunk_bytes`` whatever N_i and N_c, and the
-    work runs on the tensors' device.
+    An evaluation function (no gradient). Distances come from matrix products
+    (||x||^2 + ||y||^2 - 2 x.y) over blocks of images, so memory stays near
+    ``chunk_bytes`` (one block's J x J distances) whatever N_i and N_c, and the work
+    runs on the tensors' device in their dtype. Captions are laid out sample-major
+    so each block's J x J pairs sum as contiguous rows, and the elementwise steps
+    run in place, the logits b - a d in one fused pass (benchmarks/bench_match_probability.py).
     """
     n_c, j = caption_samples.shape[:2]
-    captions = caption_samples.flatten(0, 1)
+    captions = caption_samples.transpose(0, 1).flatten(0, 1)  # (J * N_c, D), row s * N_c + c
     caption_norms = captions.pow(2).sum(dim=1)
-    rows = max(1, chunk_bytes // (4 * j * j * n_c))
+    rows = max(1, chunk_bytes // (captions.element_size() * j * j * n_c))
+    scale = float(a)  # one number: the logits b - a d below take one fused pass
+    offset = torch.as_tensor(b, device=captions.device, dtype=captions.dtype).reshape(())
     out = torch.empty((image_samples.shape[0], n_c), device=image_samples.device, dtype=image_samples.dtype)
     for start in range(0, image_samples.shape[0], rows):
-        block = image_samples[start : start + rows].flatten(0, 1)
-        squared = block.pow(2).sum(dim=1)[:, None] + caption_norms[None, :] - 2 * block @ captions.T
-        probability = torch.sigmoid(-a * squared.clamp(min=0).sqrt() + b)
-        out[start : start + rows] = probability.unflatten(0, (-1, j)).unflatten(2, (-1, j)).mean(dim=(1, 3))
+        block = image_samples[start : start + rows].flatten(0, 1)  # (R * J, D), row r * J + s
+        logits = torch.addmm(caption_norms[None, :], block, captions.T, alpha=-2)
+        logits.add_(block.pow(2).sum(dim=1)[:, None]).clamp_(min=0).sqrt_()
+        torch.sub(offset, logits, alpha=scale, out=logits).sigmoid_()
+        out[start : start + rows] = logits.view(-1, j * j, n_c).sum(dim=1).div_(j * j)
     return out
 
 
@@ -139,7 +146,9 @@ class PCME(nn.Module):
 
     def loss(self, images: dict, captions: dict, match: torch.Tensor):
         contrastive = soft_contrastive_loss(images["samples"], captions["samples"], match, self.a, self.b)
-        kl = kl_to_standard_normal(images["mu"], images["log_sigma"]) + kl_to_standard_normal(captions["mu"], captions["log_sigma"])
+        kl = kl_to_standard_normal(images["mu"], images["log_sigma"]) + kl_to_standard_normal(
+            captions["mu"], captions["log_sigma"]
+        )
         uniformity = (
             uniformity_loss(torch.cat([images["samples"], captions["samples"]]))
             if self.uniformity_weight

@@ -51,7 +51,9 @@ def load_run(checkpoint, prepared: PreparedDataset, device: str | None = None):
 def embed_split(model, prepared: PreparedDataset, split_name: str, settings: dict, device, batch_size: int = 256) -> dict:
     split = prepared.split(split_name)
     training = settings["dataset_settings"]["training"]
-    images = DataLoader(Images(split, image_transform(training["augment"], training["input_size"], train=False)), batch_size=batch_size)
+    images = DataLoader(
+        Images(split, image_transform(training["augment"], training["input_size"], train=False)), batch_size=batch_size
+    )
     captions = DataLoader(Captions(split), batch_size=batch_size, collate_fn=pad_tokens)
     image_out = [model.encode_images(batch.to(device)) for batch in images]
     caption_out = [model.encode_captions(tokens.to(device), lengths) for tokens, lengths in captions]

@@ -36,7 +36,11 @@ def code_version() -> str:
     try:
         described = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=here, capture_output=True, text=True, check=True, timeout=10,
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         )
         return described.stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -51,7 +51,13 @@ def phase_of(epoch: int, training: dict) -> tuple[str, float, bool]:
     if epoch < frozen:
         name, base, position, length, is_frozen = "frozen", training["lr"], epoch, frozen, True
     else:
-        name, base, position, length, is_frozen = "finetune", training["finetune_lr"], epoch - frozen, training["finetune_epochs"], False
+        name, base, position, length, is_frozen = (
+            "finetune",
+            training["finetune_lr"],
+            epoch - frozen,
+            training["finetune_epochs"],
+            False,
+        )
     return name, base * 0.5 * (1 + math.cos(math.pi * position / length)), is_frozen
 
 
@@ -101,9 +107,20 @@ def train(prepared_dir, run_dir, settings: dict, threads: int | None = None, sto
 
     splits = [prepared.split(name) for name in prepared.meta["train_splits"]]
     pairs = CaptionPairs(
-        splits, image_transform(training["augment"], training["input_size"], train=True), training["word_drop"], training["cache_images"]
+        splits,
+        image_transform(training["augment"], training["input_size"], train=True),
+        training["word_drop"],
+        training["cache_images"],
     )
-    log.info("%s / %s / seed %d on %s: %d pairs, %d epochs", settings["dataset"], settings["method"], seed, device, len(pairs), total_epochs)
+    log.info(
+        "%s / %s / seed %d on %s: %d pairs, %d epochs",
+        settings["dataset"],
+        settings["method"],
+        seed,
+        device,
+        len(pairs),
+        total_epochs,
+    )
 
     for epoch in range(start, total_epochs):
         phase, lr, frozen = phase_of(epoch, training)
@@ -142,7 +159,13 @@ def train(prepared_dir, run_dir, settings: dict, threads: int | None = None, sto
         row.update(wall_seconds=wall, samples_per_second=seen / wall)
         history.append(row)
         log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}))
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history, "settings_hash": identity}
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "settings_hash": identity,
+        }
         atomic_write(checkpoint_path, lambda path, state=state: torch.save(state, path))
         write_curve(run_dir / "train_log.csv", history)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < total_epochs:

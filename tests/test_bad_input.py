@@ -170,7 +170,11 @@ def test_cub_malformed_index_line(tiny_cub):
 def test_config_outside_schema_names_key_and_allowed_values(override, key, allowed):
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "all", "--nolock", "--config", override],
-        cwd=REPO, capture_output=True, text=True, check=False, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0

@@ -19,7 +19,10 @@ def test_pyproject_and_environment_list_the_same_packages_and_bounds():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     pypi = dict(requirement(s) for s in project["dependencies"] + project["optional-dependencies"]["test"])
     pypi["python"] = project["requires-python"]
-    conda = dict(requirement(s) for s in yaml.safe_load((REPO / "environment.yml").read_text())["dependencies"] if isinstance(s, str))
+    entries = yaml.safe_load((REPO / "environment.yml").read_text())["dependencies"]
+    # Plain entries come from conda channels, a `pip:` list from PyPI (packages conda-forge lacks).
+    pip_entries = [s for e in entries if isinstance(e, dict) for s in e.get("pip", [])]
+    conda = dict(requirement(s) for s in [*(e for e in entries if isinstance(e, str)), *pip_entries])
     conda.pop("pip")
     assert {CONDA_NAME.get(n, n): b for n, b in pypi.items()} == conda
 

@@ -102,7 +102,9 @@ def test_prepare_refuses_evaluation_splits_for_the_vocabulary(tiny_coco, tmp_pat
         prepare_dataset("coco", tiny_coco, tmp_path / "prepared", train_splits=["train", "test"])
 
 
-@pytest.mark.parametrize("kind, fixture, train_splits", [("coco", "tiny_coco_source", ["train", "restval"]), ("cub", "tiny_cub_source", ["train"])])
+@pytest.mark.parametrize(
+    "kind, fixture, train_splits", [("coco", "tiny_coco_source", ["train", "restval"]), ("cub", "tiny_cub_source", ["train"])]
+)
 def test_prepared_dataset_round_trip(kind, fixture, train_splits, request, tmp_path):
     raw = request.getfixturevalue(fixture)
     meta = prepare_dataset(kind, raw, tmp_path / "prepared", train_splits=train_splits, word_dim=8)
@@ -142,4 +144,3 @@ def test_bad_glove_line_names_file_and_line(tmp_path):
     glove.write_text("red 1 2\n")
     with pytest.raises(DataError, match="line 1: expected a word and 3 numbers"):
         word_vectors(Vocabulary.build(["red star"]), 3, seed=0, glove_path=glove)
-

@@ -80,8 +80,13 @@ def test_sampled_captions_are_true_distinct_and_varied():
         (CaptionSpec((Descriptor(),)), "a shape"),
         (CaptionSpec(count=2), "two shapes"),
         (CaptionSpec((Descriptor(colour="red", side="left"),)), "a red shape on the left"),
-        (CaptionSpec((Descriptor(shape="circle", colour="red", size="small"), Descriptor(shape="star", colour="blue")), relation="above"),
-         "a small red circle above a blue star"),
+        (
+            CaptionSpec(
+                (Descriptor(shape="circle", colour="red", size="small"), Descriptor(shape="star", colour="blue")),
+                relation="above",
+            ),
+            "a small red circle above a blue star",
+        ),
     ],
 )
 def test_rendering_says_what_the_spec_means(spec, text):

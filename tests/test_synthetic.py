@@ -102,7 +102,9 @@ def test_bird_caption_truth_on_hand_built_classes():
     expected = [[1, 1, 0], [1, 0, 0], [1, 0, 1], [1, 1, 0], [0, 0, 0]]
     truth = truth_by_class(specs, [red_long, red_short, blue])
     np.testing.assert_array_equal(truth, np.array(expected, dtype=bool))
-    assert [[caption_is_true(s, b) for b in (red_long, red_short, blue)] for s in specs] == [[bool(v) for v in row] for row in expected]
+    assert [[caption_is_true(s, b) for b in (red_long, red_short, blue)] for s in specs] == [
+        [bool(v) for v in row] for row in expected
+    ]
 
 
 def test_cub_ground_truth_matches_class_attributes(tiny_cub_source):
@@ -112,7 +114,9 @@ def test_cub_ground_truth_matches_class_attributes(tiny_cub_source):
     same_class = {}
     for caption_id, image_id in zip(test.captions["caption_id"], test.captions["image_id"]):
         positives = set(to_image[str(caption_id)])
-        own_class = set(test.images.loc[test.images["class_id"] == test.images.set_index("image_id").loc[image_id, "class_id"], "image_id"])
+        own_class = set(
+            test.images.loc[test.images["class_id"] == test.images.set_index("image_id").loc[image_id, "class_id"], "image_id"]
+        )
         assert own_class <= positives  # true of every image of its class
         same_class[caption_id] = len(positives) > len(own_class)
     assert any(same_class.values())  # some captions also fit other classes

@@ -109,8 +109,19 @@ def test_run_record_and_curve(prepared, tmp_path):
     record = train(prepared, tmp_path, tiny_settings("pcme", epochs=1), threads=1)
     saved = json.loads((tmp_path / "run.json").read_text())
     assert saved == record
-    assert set(record) >= {"dataset", "method", "seed", "epochs", "device", "wall_seconds", "samples_per_second",
-                           "parameters", "final_loss", "config_hash", "code_version"}
+    assert set(record) >= {
+        "dataset",
+        "method",
+        "seed",
+        "epochs",
+        "device",
+        "wall_seconds",
+        "samples_per_second",
+        "parameters",
+        "final_loss",
+        "config_hash",
+        "code_version",
+    }
     header = (tmp_path / "train_log.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "a", "b", "image_log_sigma", "caption_log_sigma", "lr", "wall_seconds", "samples_per_second"} <= set(header)
 
@@ -133,11 +144,18 @@ def test_non_finite_loss_stops_with_epoch_and_step(prepared, tmp_path, monkeypat
     assert not (tmp_path / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("method, keys, k", [
-    ("pvse-k2", {"image_embeddings", "caption_embeddings"}, 2),
-    ("vse0", {"image_embeddings", "caption_embeddings"}, 1),
-    ("pcme", {"image_mu", "image_log_sigma", "image_samples", "caption_mu", "caption_log_sigma", "caption_samples", "a", "b"}, None),
-])
+@pytest.mark.parametrize(
+    "method, keys, k",
+    [
+        ("pvse-k2", {"image_embeddings", "caption_embeddings"}, 2),
+        ("vse0", {"image_embeddings", "caption_embeddings"}, 1),
+        (
+            "pcme",
+            {"image_mu", "image_log_sigma", "image_samples", "caption_mu", "caption_log_sigma", "caption_samples", "a", "b"},
+            None,
+        ),
+    ],
+)
 def test_embedding_export(method, keys, k, prepared, tmp_path):
     train(prepared, tmp_path, tiny_settings(method, epochs=1), threads=1)
     export(prepared, tmp_path / "model.safetensors", tmp_path / "emb.safetensors")

@@ -1,64 +1,184 @@
-"""The Snakemake workflow: the planned DAG, the data stage run for real, and its messages."""
+"""The Snakemake workflow: planned DAGs, the smoke DAG run end to end, reruns, profiles and its messages."""
 
+from __future__ import annotations
+
+import base64
+import importlib.util
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
+from pcmebench import aggregate as agg
 from tests.conftest import REPO
+
+SMOKE = ("--configfile", "config/smoke.yaml")
+METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
+SCORINGS = {
+    "vse0": ["cosine"],
+    "vsepp": ["cosine"],
+    "pvse-k1": ["max-cosine"],
+    "pvse-k2": ["max-cosine"],
+    "pcme": ["match-prob", "mu", "csd"],
+}
+RECALLS = ["R@1", "R@5", "R@10"]
+FULL = ["full R@1", "full R-P", "full mAP@R"]
+# What applies to each synthetic dataset: {protocol: {direction: metrics}} (COCO format: 1K with
+# PMRP; CUB format: class-level positives; both: the complete ground truth, protocol `full`).
+APPLICABLE = {
+    "synthetic-coco": {
+        "1K": {"i2t": [*RECALLS, "PMRP", "PMRP@0", "PMRP@1", "PMRP@2"], "t2i": [*RECALLS, "PMRP", "PMRP@0", "PMRP@1", "PMRP@2"],
+               "both": ["RSUM"]},
+        "full": {"i2t": FULL, "t2i": FULL},
+    },
+    "synthetic-cub": {
+        "CUB": {"i2t": [*RECALLS, "R-P", "mAP@R"], "t2i": [*RECALLS, "R-P", "mAP@R"]},
+        "full": {"i2t": FULL, "t2i": FULL},
+    },
+}  # fmt: skip
+
+
+def copy_workflow(root: Path) -> Path:
+    """A copy of the workflow files in a temporary working directory."""
+    for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    return root
 
 
 @pytest.fixture
 def workflow(tmp_path) -> Path:
-    """A copy of the workflow files in a temporary working directory."""
-    for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    return tmp_path
+    return copy_workflow(tmp_path)
 
 
-def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake(cwd: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=600
+        [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout
     )
+
+
+def tail(result: subprocess.CompletedProcess, chars: int = 3000) -> str:
+    return result.stdout[-chars:] + result.stderr[-chars:]
 
 
 def job_counts(output: str) -> dict[str, int]:
     table = output[output.index("Job stats:") :]
+    table = table[: table.index("\n\n", table.index("total"))]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if m[1] != "total"}
+
+
+def planned_jobs(output: str) -> list[dict]:
+    """Each job of a dry run's printout: its rule, wildcards, threads and resources."""
+    jobs = []
+    for block in re.split(r"\n(?=rule \w+:|localrule \w+:)", output):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        if not rule:
+            continue
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE)
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.MULTILINE)
+        resources = re.search(r"^\s+resources: (.*)$", block, re.MULTILINE)
+        jobs.append(
+            {
+                "rule": rule[1],
+                "wildcards": dict(item.split("=", 1) for item in wildcards[1].split(", ")) if wildcards else {},
+                "threads": int(threads[1]) if threads else 1,
+                "resources": dict(item.split("=", 1) for item in resources[1].split(", ")) if resources else {},
+            }
+        )
+    return jobs
+
+
+def place_real_layouts(root: Path) -> Path:
+    """Empty files where COCO's and CUB's key files go: enough for the workflow to plan over them."""
+    from corpora.coco import CocoLayout
+    from corpora.cub import CubLayout
+
+    for layout in (CocoLayout(root / "coco"), CubLayout(root / "cub")):
+        for path in layout.required_files():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    return root
+
+
+# --- planning ----------------------------------------------------------------------------------
 
 
 def test_dry_run_lays_out_the_whole_default_dag(workflow):
     result = snakemake(workflow, "-n", "all")
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {
-        "synthesize": 2, "prepare": 2, "train": 10, "embed": 10, "evaluate": 10, "aggregate": 1, "all": 1,
-    }
+        "synthesize": 2, "prepare": 2, "train": 10, "embed": 10, "evaluate": 10, "aggregate": 1, "plots": 1, "all": 1,
+    }  # fmt: skip
 
 
 def test_command_line_overrides_narrow_the_dag(workflow):
     result = snakemake(workflow, "-n", "all", "--config", 'datasets=["synthetic-coco"]', 'methods=["pcme"]', "seeds=[0,1]")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    assert (counts["synthesize"], counts["train"], counts["evaluate"]) == (1, 2, 2)
+    assert (counts["synthesize"], counts["train"], counts["evaluate"], counts["aggregate"]) == (1, 2, 2, 1)
+    assert {job["wildcards"].get("method") for job in planned_jobs(result.stdout) if job["rule"] == "train"} == {"pcme"}
 
 
-def test_data_stage_runs_for_real_and_then_has_nothing_to_do(workflow):
-    result = snakemake(workflow, "--cores", "2", "data", "--configfile", "config/smoke.yaml")
-    assert result.returncode == 0, result.stderr
-    for name, splits in (("synthetic-coco", {"train", "restval", "dev", "test"}), ("synthetic-cub", {"train", "test"})):
-        meta = json.loads((workflow / "work-smoke" / "prepared" / name / "meta.json").read_text())
-        assert set(meta["splits"]) == splits
-        assert (workflow / "data-smoke" / name / "GENERATOR.json").is_file()
-        assert (workflow / "work-smoke" / "logs" / "prepare" / f"{name}.log").read_text().strip()
-    coco = json.loads((workflow / "work-smoke" / "prepared" / "synthetic-coco" / "meta.json").read_text())
-    assert coco["splits"]["test"] == {"images": 1000, "captions": 5000}
-    again = snakemake(workflow, "--cores", "2", "data", "--configfile", "config/smoke.yaml")
-    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+def test_nested_command_line_values_are_typed_by_the_schema(workflow):
+    """--config reads nested values as text; numbers the schema asks for become numbers."""
+    result = snakemake(
+        workflow, "-n", "all", "--config", 'method_settings={"vsepp": {"margin": 0.25}}', 'bootstrap={"replicates": 10}'
+    )
+    assert result.returncode == 0, tail(result)
+    assert "--bootstrap 10 " in result.stdout
+    assert '"margin": 0.25' in result.stdout
+
+
+def test_paper_dag_plans_over_data_in_the_real_layouts(workflow, tmp_path):
+    root = place_real_layouts(tmp_path / "real")
+    result = snakemake(workflow, "-n", "all", "report", "--configfile", "config/paper.yaml", "--config", f"data_root={root}")
+    assert result.returncode == 0, tail(result)
+    counts = job_counts(result.stdout)
+    assert counts == {"prepare": 2, "train": 30, "embed": 30, "evaluate": 30, "aggregate": 1, "plots": 1, "report": 1, "all": 1}
+    jobs = planned_jobs(result.stdout)
+    expected = {(d, m, str(s)) for d in ("coco", "cub") for m in METHODS for s in (0, 1, 2)}
+    for rule in ("train", "embed", "evaluate"):
+        planned = {
+            (j["wildcards"]["dataset"], j["wildcards"]["method"], j["wildcards"]["seed"]) for j in jobs if j["rule"] == rule
+        }
+        assert planned == expected, rule
+    # device auto on real data: every training and embedding job asks for a GPU
+    assert all(j["resources"].get("gpu") == "1" for j in jobs if j["rule"] in ("train", "embed"))
+
+
+def test_slurm_profile_names_the_executor_and_sizes_the_stages():
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    for rule in ("train", "embed", "evaluate"):
+        assert {"runtime", "mem_mb"} <= set(profile["set-resources"][rule]), rule
+        assert profile["set-threads"][rule] >= 1
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(requirement.startswith("snakemake-executor-plugin-slurm") for requirement in extras["slurm"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None, reason="needs the slurm extra")
+def test_slurm_profile_plans_the_paper_dag(workflow, tmp_path):
+    root = place_real_layouts(tmp_path / "real")
+    paper = ("-n", "all", "report", "--configfile", "config/paper.yaml", "--config", f"data_root={root}")
+    result = snakemake(workflow, "--workflow-profile", "profiles/slurm", *paper)
+    assert result.returncode == 0, tail(result)
+    assert job_counts(result.stdout)["train"] == 30
+    for job in planned_jobs(result.stdout):
+        if job["rule"] == "train":
+            assert job["threads"] == 8
+            assert (job["resources"]["gpu"], job["resources"]["mem_mb"], job["resources"]["runtime"]) == ("1", "64000", "1440")
+    # the issue's spelling plans too (threads then capped by profiles/default's cores, see README)
+    assert snakemake(workflow, "--profile", "profiles/slurm", *paper).returncode == 0
+
+
+# --- bad input ---------------------------------------------------------------------------------
 
 
 def test_missing_real_data_says_how_to_get_it(workflow, tmp_path):
@@ -67,22 +187,6 @@ def test_missing_real_data_says_how_to_get_it(workflow, tmp_path):
     assert result.returncode != 0
     assert "the real dataset is not under" in output and "captions_train2014.json" in output
     assert "cocodataset.org" in output and "README" in output
-
-
-def test_paper_dag_plans_over_data_in_the_real_layouts(workflow, tmp_path):
-    from corpora.coco import CocoLayout
-    from corpora.cub import CubLayout
-
-    root = tmp_path / "real"
-    for layout in (CocoLayout(root / "coco"), CubLayout(root / "cub")):
-        for path in layout.required_files():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-    result = snakemake(workflow, "-n", "all", "--configfile", "config/paper.yaml", "--config", f"data_root={root}")
-    assert result.returncode == 0, result.stderr
-    counts = job_counts(result.stdout)
-    assert (counts["prepare"], counts["train"], counts["evaluate"]) == (2, 30, 30)
-    assert "synthesize" not in counts
 
 
 def test_dataset_without_settings_is_named(workflow):
@@ -96,11 +200,187 @@ def test_dataset_without_settings_is_named(workflow):
     assert "datasets lists 'synthetic-cub' but dataset_settings has no entry for it" in result.stdout + result.stderr
 
 
-def test_train_and_embed_run_through_the_workflow(workflow):
-    run = "work-smoke/runs/synthetic-cub/pvse-k2/seed0"
-    result = snakemake(workflow, "--cores", "2", f"{run}/embeddings_test.safetensors", "--configfile", "config/smoke.yaml")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    record = json.loads((workflow / run / "run.json").read_text())
-    assert (record["dataset"], record["method"], record["seed"], record["epochs"]) == ("synthetic-cub", "pvse-k2", 0, 1)
-    assert "epoch 1" in (workflow / run / "train.log").read_text()
-    assert (workflow / run / "train.benchmark.tsv").is_file()
+def test_value_outside_the_schema_is_named(workflow):
+    result = snakemake(workflow, "-n", "all", "--config", 'bootstrap={"replicates": -5}')
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "-5 is less than the minimum of 0" in output and "On instance['bootstrap']['replicates']" in output
+
+
+def test_failing_job_names_its_log(workflow):
+    result = snakemake(
+        workflow, "--cores", "2", "work-smoke/prepared/synthetic-cub", *SMOKE,
+        "--config", 'dataset_settings={"synthetic-cub": {"word_vectors": "nowhere/glove.txt"}}',
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    log = "work-smoke/logs/prepare/synthetic-cub.log"
+    assert result.returncode != 0
+    assert "Error in rule prepare" in output and log in output
+    assert "nowhere/glove.txt" in (workflow / log).read_text()
+
+
+# --- the smoke DAG, run once for real -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """The smoke preset's whole DAG and report, built in one Snakemake call."""
+    root = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    # Single-threaded jobs, two at a time: their start-ups (imports) overlap; nothing checked here depends on it.
+    threads = ("--set-threads", "train=1", "embed=1", "evaluate=1")
+    result = snakemake(root, "all", "report", "--cores", "2", *threads, *SMOKE)
+    assert result.returncode == 0, tail(result)
+    return root
+
+
+@pytest.fixture(scope="module")
+def smoke_config(built) -> dict:
+    config = yaml.safe_load((built / "config" / "config.yaml").read_text())
+    smoke = yaml.safe_load((built / "config" / "smoke.yaml").read_text())
+    return {**config, **smoke}
+
+
+def test_every_result_table_has_its_schema(built):
+    schemas = {
+        "metrics.csv": agg.METRICS_COLUMNS, "summary.csv": agg.SUMMARY_COLUMNS, "uncertainty.csv": agg.UNCERTAINTY_COLUMNS,
+        "uncertainty_summary.csv": agg.UNCERTAINTY_SUMMARY_COLUMNS, "runs.csv": agg.RUN_RECORD_KEYS, "paper.csv": agg.PAPER_COLUMNS,
+    }  # fmt: skip
+    assert sorted(path.name for path in (built / "results").glob("*.csv")) == sorted(schemas)
+    for name, columns in schemas.items():
+        assert list(pd.read_csv(built / "results" / name).columns) == columns, name
+
+
+def test_a_row_for_every_run_and_metric_that_applies(built, smoke_config):
+    results = built / "results"
+    metrics = pd.read_csv(results / "metrics.csv")
+    runs = [(d, m, s) for d in smoke_config["datasets"] for m in smoke_config["methods"] for s in smoke_config["seeds"]]
+    assert set(metrics.groupby(["dataset", "method", "seed"]).groups) == set(runs)
+    assert not metrics.duplicated(["dataset", "method", "seed", "protocol", "scoring", "direction", "metric"]).any()
+    found = set(metrics[["dataset", "method", "seed", "protocol", "scoring", "direction", "metric"]].itertuples(index=False))
+    for dataset, method, seed in runs:
+        for protocol, directions in APPLICABLE[dataset].items():
+            for direction, names in directions.items():
+                for scoring in SCORINGS[method]:
+                    for name in names:
+                        assert (dataset, method, seed, protocol, scoring, direction, name) in found
+    rsum = metrics["metric"] == "RSUM"
+    assert metrics[~rsum]["value"].between(0, 100).all() and metrics[rsum]["value"].between(0, 600).all()
+    # summary: one row per key, one seed each, with an interval around every mean over queries
+    summary = pd.read_csv(results / "summary.csv")
+    assert len(summary) == len(metrics) and (summary["n"] == 1).all()
+    assert ((summary["ci_low"] <= summary["mean"] + 1e-9) & (summary["mean"] <= summary["ci_high"] + 1e-9)).all()
+    # runs.csv: one row per training run; uncertainty only for PCME, ten bins per analysis
+    assert sorted(pd.read_csv(results / "runs.csv")[["dataset", "method", "seed"]].itertuples(index=False, name=None)) == sorted(
+        runs
+    )
+    uncertainty = pd.read_csv(results / "uncertainty.csv")
+    assert set(uncertainty["method"]) == {"pcme"}
+    assert (uncertainty.groupby(["dataset", "protocol", "direction", "metric"])["bin"].nunique() == 10).all()
+    statistics = pd.read_csv(results / "uncertainty_summary.csv")
+    margin = statistics[statistics["statistic"] == "auroc_margin"]
+    assert set(margin.groupby(["dataset", "method"]).groups) == {(d, m) for d, m, _ in runs}
+    assert set(statistics[statistics["method"] == "pcme"]["statistic"]) >= {
+        "auroc_u",
+        "spearman_u_rank",
+        "spearman_u_log_matches",
+    }
+
+
+# Known failure, tracked by issue 3: on the one-epoch smoke preset the from-scratch small CNN has not
+# learned yet (R@1 near chance). strict: once training is fixed this xfail turns red and must go.
+@pytest.mark.xfail(strict=True, reason="issue 3: smoke-preset training does not yet retrieve far above chance")
+def test_retrieval_is_far_above_chance(built, smoke_config):
+    """Each method's R@1 (its own scoring; PCME's match probability), 95% interval above max(3 x chance, halfway to 100%).
+
+    Chance R@1 is the share of the gallery that matches a query: 1 in the fold's images (one caption
+    of five per image: 5 in 5x as many captions) on COCO 1K, one class of the test classes on CUB.
+    """
+    summary = pd.read_csv(built / "results" / "summary.csv")
+    generators = {name: smoke_config["dataset_settings"][name]["generator"] for name in ("synthetic-coco", "synthetic-cub")}
+    chance = {
+        ("synthetic-coco", "1K"): 100 / min(1000, generators["synthetic-coco"]["images"]["test"]),
+        ("synthetic-cub", "CUB"): 100 / generators["synthetic-cub"]["test_classes"],
+    }
+    failures = []
+    for (dataset, protocol), level in chance.items():
+        bound = min(3 * level, (level + 100) / 2)
+        for method in smoke_config["methods"]:
+            for direction in ("i2t", "t2i"):
+                row = summary[
+                    (summary["dataset"] == dataset) & (summary["method"] == method) & (summary["protocol"] == protocol)
+                    & (summary["scoring"] == SCORINGS[method][0]) & (summary["direction"] == direction) & (summary["metric"] == "R@1")
+                ]  # fmt: skip
+                assert len(row) == 1
+                if not row["ci_low"].iloc[0] > bound:
+                    failures.append(f"{dataset} {method} {direction}: R@1 {row['mean'].iloc[0]:.2f} [{row['ci_low'].iloc[0]:.2f}, "
+                                    f"{row['ci_high'].iloc[0]:.2f}], chance {level:.2f}, needs > {bound:.2f}")  # fmt: skip
+    assert not failures, "\n".join(failures)
+
+
+def test_report_embeds_every_plot(built):
+    page = (built / "results" / "report" / "index.html").read_text()
+    plots = sorted((built / "results").rglob("*.png"))
+    assert plots
+    for plot in plots:
+        assert f"data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}" in page, plot
+    # self-contained: nothing for the browser to fetch (links to sources are fine, they are not loaded)
+    assert not re.search(r"""src=["']?(https?:)?//|<link[^>]+href=["']?(https?:)?//|url\(["']?(https?:)?//""", page)
+
+
+def test_rerun_with_nothing_changed_does_nothing(built):
+    result = snakemake(built, "-n", "all", "report", *SMOKE)
+    assert result.returncode == 0, tail(result)
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_changing_one_method_reruns_only_its_jobs(built):
+    result = snakemake(built, "-n", "all", "report", *SMOKE, "--config", 'method_settings={"vsepp": {"margin": 0.25}}')
+    assert result.returncode == 0, tail(result)
+    jobs = planned_jobs(result.stdout)
+    per_run = [job for job in jobs if job["rule"] in ("train", "embed", "evaluate")]
+    assert {job["wildcards"]["method"] for job in per_run} == {"vsepp"}
+    assert job_counts(result.stdout) == {"train": 2, "embed": 2, "evaluate": 2, "aggregate": 1, "plots": 1, "report": 1, "all": 1}
+    assert "Params have changed since last execution" in result.stdout
+
+
+def test_every_stage_leaves_its_log_and_benchmark(built, smoke_config):
+    work = built / "work-smoke"
+    for name, splits in (("synthetic-coco", {"train", "restval", "dev", "test"}), ("synthetic-cub", {"train", "test"})):
+        meta = json.loads((work / "prepared" / name / "meta.json").read_text())
+        assert set(meta["splits"]) == splits
+        assert (built / "data-smoke" / name / "GENERATOR.json").is_file()
+        for stage in ("synthesize", "prepare"):
+            assert (work / "logs" / stage / f"{name}.log").is_file()
+            assert (work / "benchmarks" / stage / f"{name}.tsv").is_file()
+    coco = json.loads((work / "prepared" / "synthetic-coco" / "meta.json").read_text())
+    assert coco["splits"]["test"] == {"images": 1000, "captions": 5000}
+    run = work / "runs" / "synthetic-cub" / "pvse-k2" / "seed0"
+    record = json.loads((run / "run.json").read_text())
+    epochs = smoke_config["dataset_settings"]["synthetic-cub"]["training"]["finetune_epochs"]
+    assert (record["dataset"], record["method"], record["seed"], record["epochs"]) == ("synthetic-cub", "pvse-k2", 0, epochs)
+    assert f"epoch {epochs}" in (run / "train.log").read_text()
+    for stage in ("train", "embed", "evaluate"):
+        assert (run / f"{stage}.log").is_file() and (run / f"{stage}.benchmark.tsv").is_file()
+    assert "wrote results/summary.csv" in (work / "logs" / "aggregate.log").read_text()
+    for stage in ("aggregate", "plots", "report"):
+        assert (work / "logs" / f"{stage}.log").is_file()
+        assert pd.read_csv(work / "benchmarks" / f"{stage}.tsv", sep="\t")["s"].iloc[0] > 0
+
+
+# --- quality -------------------------------------------------------------------------------------
+
+
+def test_lint_is_clean(workflow):
+    result = snakemake(workflow, "--lint")
+    assert result.returncode == 0, tail(result)
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("snakefmt") is None, reason="needs snakefmt (the test extra)")
+def test_snakefiles_are_formatted():
+    """snakefmt --check over the Snakefile and every rule file, with pyproject.toml's settings."""
+    files = ["Snakefile", *sorted(str(path.relative_to(REPO)) for path in (REPO / "workflow" / "rules").glob("*.smk"))]
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", *files], cwd=REPO, capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -115,7 +115,9 @@ def draw_bird(bird: BirdClass, rng: np.random.Generator, size: int) -> Image.Ima
 
     if rng.random() < 0.6:  # a perch
         y = cy + 24 * scale
-        draw.line([(0, y + rng.uniform(-3, 3)), (size, y + rng.uniform(-3, 3))], fill=colour("brown"), width=max(2, round(3 * scale)))
+        draw.line(
+            [(0, y + rng.uniform(-3, 3)), (size, y + rng.uniform(-3, 3))], fill=colour("brown"), width=max(2, round(3 * scale))
+        )
     tail_length = {"short": 14, "long": 30}[tail]
     draw_polygon(draw, [point(-14, -4), point(-14 - tail_length, -10), point(-14 - tail_length, 4), point(-14, 6)], colour(wing))
     body = [point(22 * math.cos(t), 13 * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 28, endpoint=False)]
@@ -192,7 +194,10 @@ def write_synthetic_cub(
         layout.classes_txt.write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)), encoding="utf-8")
         layout.images_txt.write_text("".join(line + "\n" for line in images_txt), encoding="utf-8")
         layout.image_class_labels_txt.write_text("".join(line + "\n" for line in labels_txt), encoding="utf-8")
-        for split, chosen in (("train", [n for i, n in enumerate(names) if i not in test]), ("test", [n for i, n in enumerate(names) if i in test])):
+        for split, chosen in (
+            ("train", [n for i, n in enumerate(names) if i not in test]),
+            ("test", [n for i, n in enumerate(names) if i in test]),
+        ):
             layout.split_classes(split).write_text("".join(n + "\n" for n in chosen), encoding="utf-8")
         truth = truth_by_class(test_specs, birds)[:, test_image_classes]
         write_json(layout.ground_truth("caption_to_image"), ground_truth_json(truth, test_caption_ids, test_image_ids))

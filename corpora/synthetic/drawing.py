@@ -80,8 +80,20 @@ def star(cx: float, cy: float, radius: float, rotation: float, points: int = 5) 
 def cross(cx: float, cy: float, radius: float, rotation: float) -> list[tuple[float, float]]:
     """A plus sign whose arms are a third of its width."""
     t = radius / 3
-    corners = [(t, radius), (t, t), (radius, t), (radius, -t), (t, -t), (t, -radius),
-               (-t, -radius), (-t, -t), (-radius, -t), (-radius, t), (-t, t), (-t, radius)]
+    corners = [
+        (t, radius),
+        (t, t),
+        (radius, t),
+        (radius, -t),
+        (t, -t),
+        (t, -radius),
+        (-t, -radius),
+        (-t, -t),
+        (-radius, -t),
+        (-radius, t),
+        (-t, t),
+        (-t, radius),
+    ]
     c, s = math.cos(rotation), math.sin(rotation)
     return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in corners]
 

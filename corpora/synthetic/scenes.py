@@ -100,8 +100,7 @@ class CaptionSpec:
             return any(self.objects[0].matches(o) for o in scene)
         first, second = self.objects
         return any(
-            first.matches(a) and second.matches(b) and _related(a, b, self.relation)
-            for a, b in itertools.permutations(scene, 2)
+            first.matches(a) and second.matches(b) and _related(a, b, self.relation) for a, b in itertools.permutations(scene, 2)
         )
 
     def render(self, rng: np.random.Generator) -> str:
@@ -226,6 +225,7 @@ def sample_captions(scene: Scene, n: int, rng: np.random.Generator) -> list[Capt
 
 
 # ---- vectorised truth over many scenes ---------------------------------------------------
+
 
 def encode_scenes(scenes: list[Scene]) -> dict[str, np.ndarray]:
     """Scenes as (N, MAX_OBJECTS) integer arrays (-1 where a scene has fewer objects)."""

@@ -90,7 +90,9 @@ def write_synthetic_coco(
     rng = np.random.default_rng(seed)
     total = sum(images.values())
     image_ids = rng.choice(np.arange(1, 50 * total + 1), size=total, replace=False).tolist()
-    caption_ids = rng.choice(np.arange(1, 50 * total * captions_per_image + 1), size=total * captions_per_image, replace=False).tolist()
+    caption_ids = rng.choice(
+        np.arange(1, 50 * total * captions_per_image + 1), size=total * captions_per_image, replace=False
+    ).tolist()
     stamp = {
         "dataset": "synthetic-coco",
         "generator_version": GENERATOR_VERSION,
@@ -118,7 +120,9 @@ def write_synthetic_coco(
                 file_name = f"COCO_{source}_{image_id:012d}.jpg"
                 (layout.images_dir(source) / file_name).parent.mkdir(parents=True, exist_ok=True)
                 (layout.images_dir(source) / file_name).write_bytes(jpeg_bytes(image, jpeg_quality))
-                files[source]["images"].append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size, "license": 0})
+                files[source]["images"].append(
+                    {"id": image_id, "file_name": file_name, "width": image_size, "height": image_size, "license": 0}
+                )
                 for obj, outline in zip(scene, outlines):
                     files[source]["instances"].append(_instance(next_instance, image_id, obj, outline))
                     next_instance += 1
@@ -135,10 +139,19 @@ def write_synthetic_coco(
         info = {"description": "pcme-bench synthetic-coco", "version": str(GENERATOR_VERSION), "year": 2026}
         licenses = [{"id": 0, "name": "CC0-1.0", "url": ""}]
         for source, content in files.items():
-            write_json(layout.captions_json(source), {"info": info, "licenses": licenses, "images": content["images"], "annotations": content["captions"]})
+            write_json(
+                layout.captions_json(source),
+                {"info": info, "licenses": licenses, "images": content["images"], "annotations": content["captions"]},
+            )
             write_json(
                 layout.instances_json(source),
-                {"info": info, "licenses": licenses, "images": content["images"], "annotations": content["instances"], "categories": CATEGORIES},
+                {
+                    "info": info,
+                    "licenses": licenses,
+                    "images": content["images"],
+                    "annotations": content["instances"],
+                    "categories": CATEGORIES,
+                },
             )
         truth = truth_matrix(test_specs, test_scenes)
         write_json(layout.ground_truth("caption_to_image"), ground_truth_json(truth, test_caption_ids, test_image_ids))

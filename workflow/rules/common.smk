@@ -1,7 +1,9 @@
 # Helpers shared by all stages: validated config, paths, and input functions.
+import functools
 import json
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 
+import jsonschema
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -17,9 +21,55 @@ from corpora import SYNTHETIC_FORMAT, dataset_format
 from corpora.coco import CocoLayout
 from corpora.cub import CubLayout
 
+CONFIG_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
-# --config parses list items as strings (seeds=[0,1] gives "0", "1"); seeds are numbers.
-config["seeds"] = [int(s) if isinstance(s, str) and s.isdigit() else s for s in config.get("seeds", [])]
+
+def leaf_errors(errors):
+    """Validation errors with those inside oneOf/anyOf branches, flattened."""
+    for error in errors:
+        yield error
+        yield from leaf_errors(error.context or ())
+
+
+def scalar_as(text, types):
+    """``text`` as the first of the JSON-schema ``types`` (integer, number, boolean) it spells, else None."""
+    readers = {
+        "integer": int,
+        "number": lambda t: int(t) if t.lstrip("+-").isdigit() else float(t),
+        "boolean": lambda t: {"true": True, "false": False}[t.lower()],
+    }
+    for kind in types:
+        try:
+            return readers[kind](text)
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def coerce_command_line_scalars(config, schema):
+    """--config reads every nested value as text (seeds=[0,1] gives "0", "1";
+    method_settings={vsepp: {margin: 0.25}} gives "0.25"). Where the schema wants a number,
+    an integer or a boolean and finds text that spells one, use that value; validation then
+    reports anything else."""
+    validator = jsonschema.Draft202012Validator(schema)
+    for _ in range(8):  # a fix can expose errors deeper down; a few passes reach them all
+        fixed = False
+        for error in leaf_errors(validator.iter_errors(config)):
+            if error.validator != "type" or not isinstance(error.instance, str):
+                continue
+            types = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
+            value = scalar_as(error.instance, types)
+            path = list(error.absolute_path)
+            if value is None or not path:
+                continue
+            parent = functools.reduce(lambda node, key: node[key], path[:-1], config)
+            parent[path[-1]] = value
+            fixed = True
+        if not fixed:
+            return
+
+
+coerce_command_line_scalars(config, yaml.safe_load(CONFIG_SCHEMA.read_text()))
 validate(config, "../schemas/config.schema.yaml")
 
 for _kind in ("dataset", "method"):
@@ -41,15 +91,17 @@ LAYOUTS = {"coco": CocoLayout, "cub": CubLayout}
 # scripts cap torch's threads at the cores that exist.
 TORCH_THREADS = max(1, workflow.cores or 1)
 RUN_DIR = str(WORK / "runs" / "{dataset}" / "{method}" / "seed{seed}")
-RESULT_TABLES = [
-    str(RESULTS / f"{table}.csv")
-    for table in ("metrics", "summary", "uncertainty", "uncertainty_summary", "runs")
-]
+RESULT_TABLES = [str(RESULTS / f"{table}.csv") for table in ("metrics", "summary", "uncertainty", "uncertainty_summary", "runs")]
+# Published numbers (one committed file, each row with its source), copied to results/paper.csv.
+PUBLISHED_NUMBERS = str(Path(workflow.basedir) / "workflow" / "resources" / "published_numbers.csv")
+PAPER_TABLE = str(RESULTS / "paper.csv")
+BOOTSTRAP = {"replicates": 1000, "seed": 0} | config.get("bootstrap", {})
+REAL_DATASETS = ("coco", "cub")
 CONDA_ENV = "../../environment.yml"
 # Jobs' `python` is the interpreter Snakemake runs in (so an unactivated virtualenv works), or the
 # environment's own when --use-conda builds one from environment.yml.
 if not any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method):
-    shell.prefix(f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
+    shell.prefix(f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
 
 def run_settings(wildcards):
@@ -73,6 +125,36 @@ def dataset_settings(name):
 
 def prepared_datasets():
     return [str(WORK / "prepared" / d) for d in config["datasets"]]
+
+
+def run_files(name):
+    """One file of every configured run, e.g. run_files("metrics.csv")."""
+    return [f"{run}/{name}" for run in run_dirs()]
+
+
+@functools.cache
+def cuda_visible():
+    """Whether torch sees a CUDA device on this machine; asked only where NVIDIA's driver tools are
+    installed, since importing torch costs seconds of every plan."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def gpus(wildcards):
+    """GPUs a torch job (train, embed) asks for: 1 where it runs on CUDA, else 0.
+
+    device cuda: 1; cpu: 0; auto: 1 on the real datasets (coco, cub: the paper preset needs a GPU,
+    and a cluster's submit host usually has none), and on the synthetic ones where this machine
+    has a CUDA device at planning time, as the job's own `auto` will then pick it. Locally the
+    resource only limits concurrency under --resources gpu=N; the SLURM executor turns it into a
+    GPU request (profiles/slurm).
+    """
+    if config["device"] != "auto":
+        return int(config["device"] == "cuda")
+    return int(wildcards.dataset in REAL_DATASETS or cuda_visible())
 
 
 def run_dirs():

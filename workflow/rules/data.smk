@@ -4,14 +4,14 @@
 rule synthesize:
     output:
         directory(DATA_ROOT / "{synthetic}"),
-    params:
-        generator=lambda wildcards: dataset_settings(wildcards.synthetic)["generator"],
     log:
         WORK / "logs" / "synthesize" / "{synthetic}.log",
     benchmark:
         WORK / "benchmarks" / "synthesize" / "{synthetic}.tsv"
-    threads: 1
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        generator=lambda wildcards: dataset_settings(wildcards.synthetic)["generator"],
     script:
         "../scripts/synthesize.py"

@@ -8,17 +8,17 @@ rule embed:
         checkpoint=f"{RUN_DIR}/model.safetensors",
     output:
         embeddings=f"{RUN_DIR}/embeddings_test.safetensors",
-    params:
-        device=config["device"],
     log:
         f"{RUN_DIR}/embed.log",
     benchmark:
         f"{RUN_DIR}/embed.benchmark.tsv"
-    threads: TORCH_THREADS
     conda:
         CONDA_ENV
+    threads: TORCH_THREADS
     resources:
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=gpus,
+    params:
+        device=config["device"],
     shell:
         "python -m pcmebench.embed --prepared {input.prepared} --checkpoint {input.checkpoint}"
         " --output {output.embeddings} --threads {threads} --device {params.device} > {log} 2>&1"

@@ -1,5 +1,5 @@
-# Stage 5, evaluate: retrieval metrics and the sigma-uncertainty analysis of one run.
-# `python -m pcmebench.evaluate` lands with issue #4.
+# Stage 5, evaluate: retrieval metrics of every protocol and the sigma-uncertainty analysis of one
+# run; see pcmebench/evaluate.py (the files' columns are in its docstring).
 
 
 rule evaluate:
@@ -8,17 +8,24 @@ rule evaluate:
         embeddings=f"{RUN_DIR}/embeddings_test.safetensors",
     output:
         metrics=f"{RUN_DIR}/metrics.csv",
+        per_query=f"{RUN_DIR}/per_query.parquet",
+        queries=f"{RUN_DIR}/queries.parquet",
         uncertainty=f"{RUN_DIR}/uncertainty.csv",
-    params:
-        settings=run_settings,
+        uncertainty_summary=f"{RUN_DIR}/uncertainty_summary.csv",
     log:
         f"{RUN_DIR}/evaluate.log",
     benchmark:
         f"{RUN_DIR}/evaluate.benchmark.tsv"
-    threads: TORCH_THREADS
     conda:
         CONDA_ENV
+    threads: TORCH_THREADS
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
+    params:
+        settings=run_settings,
+        device=config["device"],
     shell:
         "python -m pcmebench.evaluate --prepared {input.prepared} --embeddings {input.embeddings}"
-        " --metrics {output.metrics} --uncertainty {output.uncertainty}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        " --metrics {output.metrics} --per-query {output.per_query} --queries {output.queries}"
+        " --uncertainty {output.uncertainty} --uncertainty-summary {output.uncertainty_summary}"
+        " --settings {params.settings:q} --threads {threads} --device {params.device} > {log} 2>&1"

@@ -7,6 +7,13 @@ rule prepare:
         raw=raw_dataset,
     output:
         directory(WORK / "prepared" / "{dataset}"),
+    log:
+        WORK / "logs" / "prepare" / "{dataset}.log",
+    benchmark:
+        WORK / "benchmarks" / "prepare" / "{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
     params:
         raw_root=lambda wildcards: str(DATA_ROOT / wildcards.dataset),
         format=lambda wildcards: dataset_format(wildcards.dataset),
@@ -14,12 +21,5 @@ rule prepare:
         min_word_count=lambda wildcards: dataset_settings(wildcards.dataset)["min_word_count"],
         word_dim=lambda wildcards: dataset_settings(wildcards.dataset)["word_dim"],
         word_vectors=lambda wildcards: word_vectors_file(wildcards.dataset),
-    log:
-        WORK / "logs" / "prepare" / "{dataset}.log",
-    benchmark:
-        WORK / "benchmarks" / "prepare" / "{dataset}.tsv"
-    threads: 1
-    conda:
-        CONDA_ENV
     script:
         "../scripts/prepare.py"

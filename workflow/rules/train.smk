@@ -10,18 +10,18 @@ rule train:
         checkpoint=f"{RUN_DIR}/model.safetensors",
         record=f"{RUN_DIR}/run.json",
         curve=f"{RUN_DIR}/train_log.csv",
-    params:
-        settings=run_settings,
-        run_dir=RUN_DIR,
     log:
         f"{RUN_DIR}/train.log",
     benchmark:
         f"{RUN_DIR}/train.benchmark.tsv"
-    threads: TORCH_THREADS
     conda:
         CONDA_ENV
+    threads: TORCH_THREADS
     resources:
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=gpus,
+    params:
+        settings=run_settings,
+        run_dir=RUN_DIR,
     shell:
         "python -m pcmebench.train --prepared {input.prepared} --run-dir {params.run_dir}"
         " --threads {threads} --settings {params.settings:q} > {log} 2>&1"

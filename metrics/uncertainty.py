@@ -1,0 +1,131 @@
+"""Uncertainty against retrieval performance: equal-count bins of u, rank correlations and AUROC.
+
+The analyses of PCME (Chun et al. 2021, "uncertainty vs performance": R@1 per bin of sigma) and
+PCME++ (Chun 2024, Pearson correlation between bin index and per-bin R@1). Inputs are 1-D numpy
+arrays or torch tensors, one value per query.
+
+Missing values: ``spearman``, ``pearson`` and ``auroc`` drop every pair where either value is NaN
+(e.g. a query excluded from a metric). They return NaN, without an exception, when the answer is
+undefined: fewer than two pairs or a constant input for the correlations, no failure or no
+success for AUROC.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from metrics.ranking import to_numpy
+
+UNCERTAINTY_BIN_COLUMNS = ["bin", "u_low", "u_high", "queries", "metric", "value"]
+
+
+def _vector(x, name: str) -> np.ndarray:
+    array = to_numpy(x, name)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array (one value per query), got shape {array.shape}")
+    if array.dtype == np.bool_:
+        return array.astype(np.float64)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{name}: expected real numbers, got dtype {array.dtype}")
+    return array.astype(np.float64)
+
+
+def _paired(x, y, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Both vectors, same length, without the pairs where either is NaN."""
+    x, y = _vector(x, names[0]), _vector(y, names[1])
+    if x.shape != y.shape:
+        raise ValueError(f"{names[0]} has {len(x)} values but {names[1]} has {len(y)}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    return x[keep], y[keep]
+
+
+def _pearson_of(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2:
+        return float("nan")
+    dx, dy = x - x.mean(), y - y.mean()
+    norm = np.sqrt((dx @ dx) * (dy @ dy))
+    if norm == 0:  # a constant input: the correlation is undefined
+        return float("nan")
+    return float(np.clip((dx @ dy) / norm, -1.0, 1.0))
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation sum((x - mean x)(y - mean y)) / sqrt(sum (x - mean x)^2 * sum (y - mean y)^2).
+
+    NaN pairs are dropped; NaN is returned for fewer than 2 pairs or a constant input; inf raises ValueError.
+    """
+    x, y = _paired(x, y, ("x", "y"))
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("pearson: inputs contain inf")
+    return _pearson_of(x, y)
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation: the Pearson correlation of the average ranks of x and of y (ties share
+    the mean of their ranks). NaN pairs are dropped; NaN for fewer than 2 pairs or a constant input."""
+    x, y = _paired(x, y, ("x", "y"))
+    return _pearson_of(rankdata(x), rankdata(y))
+
+
+def auroc(predictor, failure) -> float:
+    """Area under the ROC curve of ``predictor`` (higher = more likely a failure) for the binary ``failure``.
+
+    AUROC = P(predictor of a failure > predictor of a success) + 0.5 * P(equal), over all
+    (failure, success) pairs: the Mann-Whitney U of the failures divided by n_failure * n_success,
+    computed from average ranks (so ties count half). In [0, 1]; 0.5 for a constant predictor.
+    Pairs where either value is NaN are dropped; NaN when there is no failure or no success.
+    """
+    predictor, failure = _paired(predictor, failure, ("predictor", "failure"))
+    if not np.isin(failure, (0.0, 1.0)).all():
+        raise ValueError("failure: expected binary values (bool or 0/1, NaN for unknown)")
+    failed = failure == 1.0
+    n_failed, n_succeeded = int(failed.sum()), int((~failed).sum())
+    if n_failed == 0 or n_succeeded == 0:
+        return float("nan")
+    ranks = rankdata(predictor)
+    u_statistic = ranks[failed].sum() - n_failed * (n_failed + 1) / 2.0
+    return float(u_statistic / (n_failed * n_succeeded))
+
+
+def uncertainty_bins(u, per_query: dict, n_bins: int = 10) -> pd.DataFrame:
+    """Equal-count bins of the per-query uncertainty ``u`` and the mean of each per-query metric in each bin.
+
+    Queries are sorted by u (stable: equal u keep query order) and split into ``n_bins`` consecutive
+    bins whose sizes differ by at most one (the first Q mod n_bins bins get the extra query).
+    Returns a DataFrame with columns bin, u_low, u_high, queries, metric, value: one row per (metric,
+    bin) in the order of ``per_query``, then of bin; bin = 0 (lowest u) .. n_bins - 1; u_low/u_high =
+    the smallest/largest u in the bin; queries = the number of queries in the bin; value = the mean
+    of the metric over the bin's queries where it is defined (NaN values skipped; NaN if none is),
+    in the metric's own units (percent stays percent).
+    """
+    u = _vector(u, "u")
+    if np.isnan(u).any():
+        raise ValueError(
+            f"u: {int(np.isnan(u).sum())} NaN values (e.g. query {int(np.flatnonzero(np.isnan(u))[0])}); every query needs an uncertainty"
+        )
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins: expected a positive integer, got {n_bins!r}")
+    if len(u) < n_bins:
+        raise ValueError(f"uncertainty_bins: {len(u)} queries cannot fill {n_bins} bins")
+    metrics = {name: _vector(values, f"per_query[{name!r}]") for name, values in per_query.items()}
+    for name, values in metrics.items():
+        if values.shape != u.shape:
+            raise ValueError(f"per_query[{name!r}] has {len(values)} values but u has {len(u)}")
+    bins = np.array_split(np.argsort(u, kind="stable"), n_bins)
+    rows = []
+    for name, values in metrics.items():
+        for index, members in enumerate(bins):
+            defined = values[members][~np.isnan(values[members])]
+            rows.append(
+                {
+                    "bin": index,
+                    "u_low": float(u[members].min()),
+                    "u_high": float(u[members].max()),
+                    "queries": len(members),
+                    "metric": name,
+                    "value": float(defined.mean()) if len(defined) else float("nan"),
+                }
+            )
+    return pd.DataFrame(rows, columns=UNCERTAINTY_BIN_COLUMNS)

@@ -1,0 +1,177 @@
+"""Score matrices of a run's test embeddings: one (images x captions) matrix per scoring, higher = closer.
+
+One matrix serves both directions: image-to-text ranks its rows, text-to-image
+its columns (the transpose). Every scoring runs in blocks of images, so memory
+stays bounded at COCO 5K size (5,000 x 25,000), on CUDA when asked for, in fp32:
+bf16 products change top-10 rankings (measured for issue 4), so no reduced
+precision is used.
+
+Scorings, by method:
+
+- ``cosine`` (VSE0, VSE++): cosine of the two embeddings.
+- ``max-cosine`` (PVSE, Song & Soleymani 2019): the largest of the K x K cosines.
+- PCME (Chun et al. 2021) three ways: ``match-prob``, the match probability,
+  mean over the J x J sample pairs of sigmoid(-a ||z_i - z_c|| + b) on the
+  stored samples with the learned a and b (``models.pcme.match_probability``);
+  ``mu``, the cosine of the means ("mu only" in the PCME paper); ``csd``, the
+  closed-form sampled distance of PCME++ (Chun, ICLR 2024)
+  ||mu_i - mu_c||^2 + sum sigma_i^2 + sum sigma_c^2, lower = closer, so its
+  negative is the score.
+
+The embeddings file is the one ``pcmebench.embed`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+
+from models.pcme import match_probability
+from models.pvse import max_cosine
+
+# The scorings of each method; the first is the method's own (its "primary" scoring).
+SCORINGS = {
+    "vse0": ("cosine",),
+    "vsepp": ("cosine",),
+    "pvse-k1": ("max-cosine",),
+    "pvse-k2": ("max-cosine",),
+    "pcme": ("match-prob", "mu", "csd"),
+}
+PCME_KEYS = ("image_mu", "image_log_sigma", "image_samples", "caption_mu", "caption_log_sigma", "caption_samples", "a", "b")
+EMBEDDING_KEYS = ("image_embeddings", "caption_embeddings")
+ID_KEYS = ("image_ids", "caption_ids", "caption_image_index")
+BLOCK_BYTES = 128 * 2**20  # size of one block of the score matrix's intermediate products
+
+
+@dataclass
+class Embeddings:
+    """A run's test embeddings: ids in the split's row order and the method's tensors (fp32, CPU)."""
+
+    path: Path
+    image_ids: np.ndarray
+    caption_ids: np.ndarray
+    caption_image_index: np.ndarray
+    tensors: dict[str, torch.Tensor]
+    settings: dict
+
+    @property
+    def is_probabilistic(self) -> bool:
+        return "image_samples" in self.tensors
+
+
+def load_embeddings(path: str | Path) -> Embeddings:
+    """Read an embeddings file; a missing key or inconsistent shape raises ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: embeddings file not found; run the embed rule")
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        metadata = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    missing = [k for k in ID_KEYS if k not in tensors]
+    if "image_samples" in tensors:
+        missing += [k for k in PCME_KEYS if k not in tensors]
+    elif not all(k in tensors for k in EMBEDDING_KEYS):
+        missing += [k for k in EMBEDDING_KEYS if k not in tensors]
+    if missing:
+        raise ValueError(f"{path}: not an embeddings file of pcmebench.embed; missing {missing}")
+    ids = {k: tensors.pop(k).numpy().astype(np.int64) for k in ID_KEYS}
+    n_images, n_captions = len(ids["image_ids"]), len(ids["caption_ids"])
+    if len(ids["caption_image_index"]) != n_captions:
+        raise ValueError(f"{path}: {len(ids['caption_image_index'])} caption_image_index entries for {n_captions} caption ids")
+    for key, value in tensors.items():
+        if key in ("a", "b"):
+            continue
+        expected = n_images if key.startswith("image_") else n_captions
+        if value.shape[0] != expected:
+            raise ValueError(f"{path}: {key} has {value.shape[0]} rows, expected {expected}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{path}: {key} holds NaN or infinite values")
+    settings = json.loads(metadata["settings"]) if "settings" in metadata else {}
+    tensors = {k: v.float() for k, v in tensors.items()}
+    return Embeddings(path, ids["image_ids"], ids["caption_ids"], ids["caption_image_index"], tensors, settings)
+
+
+def scorings_for(method: str) -> tuple[str, ...]:
+    if method not in SCORINGS:
+        raise ValueError(f"unknown method {method!r}; allowed: {sorted(SCORINGS)}")
+    return SCORINGS[method]
+
+
+def _rows_per_block(bytes_per_row: int, block_bytes: int) -> int:
+    return max(1, block_bytes // max(1, bytes_per_row))
+
+
+@torch.no_grad()
+def max_cosine_scores(image_embeddings, caption_embeddings, block_bytes: int = BLOCK_BYTES) -> torch.Tensor:
+    """(N_i, K, D) and (N_c, K, D) -> (N_i, N_c): the largest of the K x K cosines (K = 1: the cosine)."""
+    images = F.normalize(image_embeddings, dim=-1)
+    captions = F.normalize(caption_embeddings, dim=-1)
+    k_i, k_c = images.shape[1], captions.shape[1]
+    rows = _rows_per_block(4 * k_i * k_c * captions.shape[0], block_bytes)
+    out = torch.empty((images.shape[0], captions.shape[0]), device=images.device, dtype=torch.float32)
+    for start in range(0, images.shape[0], rows):
+        out[start : start + rows] = max_cosine(images[start : start + rows], captions)
+    return out
+
+
+@torch.no_grad()
+def csd_scores(image_mu, image_log_sigma, caption_mu, caption_log_sigma, block_bytes: int = BLOCK_BYTES) -> torch.Tensor:
+    """(N_i, D) and (N_c, D) Gaussians -> (N_i, N_c) minus PCME++'s closed-form sampled distance.
+
+    CSD = ||mu_i - mu_c||^2 + sum_d sigma_i^2 + sum_d sigma_c^2 (Chun, "Improved
+    probabilistic image-text representations", ICLR 2024): the expected squared
+    distance of two samples, lower = closer; the score is -CSD.
+    """
+    image_spread = image_mu.pow(2).sum(1) + (2 * image_log_sigma).exp().sum(1)
+    caption_spread = caption_mu.pow(2).sum(1) + (2 * caption_log_sigma).exp().sum(1)
+    rows = _rows_per_block(4 * caption_mu.shape[0], block_bytes)
+    out = torch.empty((image_mu.shape[0], caption_mu.shape[0]), device=image_mu.device, dtype=torch.float32)
+    for start in range(0, image_mu.shape[0], rows):
+        block = slice(start, start + rows)
+        # -CSD = 2 mu_i.mu_c - (|mu_i|^2 + sum sigma_i^2) - (|mu_c|^2 + sum sigma_c^2)
+        torch.addmm(-caption_spread[None, :], image_mu[block], caption_mu.T, alpha=2, out=out[block])
+        out[block] -= image_spread[block, None]
+    return out
+
+
+def score_matrix(embeddings: Embeddings, scoring: str, device: torch.device | str = "cpu") -> np.ndarray:
+    """The (N_i, N_c) float32 score matrix of one scoring, computed on ``device``, returned on the CPU."""
+    t = embeddings.tensors
+    needs_gaussians = scoring in ("match-prob", "mu", "csd")
+    if needs_gaussians != embeddings.is_probabilistic:
+        kind = "PCME (mu, log sigma, samples)" if embeddings.is_probabilistic else "point embeddings"
+        raise ValueError(f"{embeddings.path}: scoring {scoring!r} does not apply to {kind}")
+    on = {k: v.to(device) for k, v in t.items()}
+    if scoring in ("cosine", "max-cosine"):
+        if scoring == "cosine" and (on["image_embeddings"].shape[1] != 1 or on["caption_embeddings"].shape[1] != 1):
+            raise ValueError(f"{embeddings.path}: scoring 'cosine' needs one embedding per item, found K > 1; use 'max-cosine'")
+        scores = max_cosine_scores(on["image_embeddings"], on["caption_embeddings"])
+    elif scoring == "mu":
+        scores = max_cosine_scores(on["image_mu"][:, None], on["caption_mu"][:, None])
+    elif scoring == "csd":
+        scores = csd_scores(on["image_mu"], on["image_log_sigma"], on["caption_mu"], on["caption_log_sigma"])
+    elif scoring == "match-prob":
+        scores = match_probability(on["image_samples"], on["caption_samples"], on["a"].reshape(()), on["b"].reshape(()))
+    else:
+        raise ValueError(f"unknown scoring {scoring!r}; allowed: {sorted({s for v in SCORINGS.values() for s in v})}")
+    scores = scores.float().cpu().numpy()
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{embeddings.path}: scoring {scoring!r} produced non-finite scores")
+    return scores
+
+
+def log_sigma_uncertainty(embeddings: Embeddings) -> dict[str, np.ndarray]:
+    """Per-query u = mean over dimensions of log sigma (log of sigma's geometric mean), by direction.
+
+    i2t queries are images, t2i queries captions; PCME only.
+    """
+    return {
+        "i2t": embeddings.tensors["image_log_sigma"].double().mean(1).numpy(),
+        "t2i": embeddings.tensors["caption_log_sigma"].double().mean(1).numpy(),
+    }

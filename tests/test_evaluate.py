@@ -1,0 +1,320 @@
+"""The evaluation stage end to end on tiny prepared datasets with embeddings built by hand."""
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from corpora.prepared import PreparedDataset, prepare_dataset
+from metrics import pmrp, recall_at_k
+from pcmebench.evaluate import (
+    METRICS_COLUMNS,
+    PER_QUERY_COLUMNS,
+    QUERIES_COLUMNS,
+    SUMMARY_COLUMNS,
+    UNCERTAINTY_COLUMNS,
+    evaluate_run,
+)
+from pcmebench.protocols import EvaluationSplit
+from tests.conftest import REPO
+
+DIM = 16
+SAMPLES = 3
+PRIMARY = {"vse0": "cosine", "vsepp": "cosine", "pvse-k1": "max-cosine", "pvse-k2": "max-cosine", "pcme": "match-prob"}
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_coco_source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "synthetic-coco"
+    prepare_dataset("coco", tiny_coco_source, out, train_splits=["train", "restval"], word_dim=8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def prepared_cub(tiny_cub_source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "synthetic-cub"
+    prepare_dataset("cub", tiny_cub_source, out, train_splits=["train"], word_dim=8)
+    return out
+
+
+def split_of(prepared_dir) -> EvaluationSplit:
+    return EvaluationSplit.from_prepared(PreparedDataset(prepared_dir))
+
+
+def write_embeddings(path, split: EvaluationSplit, method: str, dataset: str, image_vectors, caption_vectors, log_sigma=None):
+    """An embeddings file as pcmebench.embed writes it, from (N_i, D) and (N_c, D) vectors.
+
+    PVSE with K = 2 gets a second, random embedding per item; PCME gets mu = the vectors,
+    the given (or a small constant) log sigma, and samples mu + eps * sigma.
+    """
+    generator = torch.Generator().manual_seed(1)
+    images, captions = torch.as_tensor(image_vectors, dtype=torch.float32), torch.as_tensor(caption_vectors, dtype=torch.float32)
+    tensors = {
+        "image_ids": torch.as_tensor(split.image_ids),
+        "caption_ids": torch.as_tensor(split.caption_ids),
+        "caption_image_index": torch.as_tensor(split.caption_image),
+    }
+    if method == "pcme":
+        for prefix, mu in (("image", images), ("caption", captions)):
+            sigma = torch.full_like(mu, -6.0) if log_sigma is None else torch.as_tensor(log_sigma[prefix], dtype=torch.float32)
+            eps = torch.randn((len(mu), SAMPLES, mu.shape[1]), generator=generator)
+            tensors.update(
+                {f"{prefix}_mu": mu, f"{prefix}_log_sigma": sigma, f"{prefix}_samples": mu[:, None] + eps * sigma.exp()[:, None]}
+            )
+        tensors.update(a=torch.tensor([10.0]), b=torch.tensor([5.0]))
+    else:
+        k = 2 if method == "pvse-k2" else 1
+        for prefix, vectors in (("image", images), ("caption", captions)):
+            extra = [
+                torch.nn.functional.normalize(torch.randn(vectors.shape, generator=generator), dim=1) * 0.1 for _ in range(k - 1)
+            ]
+            tensors[f"{prefix}_embeddings"] = torch.stack([vectors, *extra], dim=1)
+    settings = {"dataset": dataset, "method": method, "seed": 0, "device": "cpu"}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"settings": json.dumps(settings)})
+    return settings
+
+
+def perfect_vectors(split: EvaluationSplit):
+    """Orthonormal image vectors; each caption gets its image's vector: its own image is its unique best match."""
+    basis = torch.linalg.qr(torch.randn(DIM, DIM, generator=torch.Generator().manual_seed(0)))[0]
+    images = basis[: split.n_images]
+    return images, images[split.caption_image]
+
+
+@pytest.mark.parametrize("method", ["vse0", "pvse-k2", "pcme"])
+def test_perfect_embeddings_score_100_and_the_tables_have_their_schemas(method, prepared, tmp_path):
+    split = split_of(prepared)
+    assert split.n_images <= DIM
+    path = tmp_path / "embeddings.safetensors"
+    settings = write_embeddings(path, split, method, "synthetic-coco", *perfect_vectors(split))
+    result = evaluate_run(prepared, path, settings, device="cpu")
+
+    metrics = result.metrics
+    assert list(metrics.columns) == METRICS_COLUMNS
+    assert list(result.per_query.columns) == PER_QUERY_COLUMNS
+    assert list(result.queries.columns) == QUERIES_COLUMNS
+    assert list(result.uncertainty.columns) == UNCERTAINTY_COLUMNS
+    assert list(result.uncertainty_summary.columns) == SUMMARY_COLUMNS
+    assert set(metrics["scoring"]) == ({"match-prob", "mu", "csd"} if method == "pcme" else {PRIMARY[method]})
+    # 10 test images: 1K is one fold of all of them; no 5K, no ECCV (synthetic); full from the generator
+    assert set(metrics["protocol"]) == {"1K", "full"}
+    expected_rows = (
+        {("1K", d, m) for d in ("i2t", "t2i") for m in ("R@1", "R@5", "R@10", "PMRP@0", "PMRP@1", "PMRP@2", "PMRP")}
+        | {("1K", "both", "RSUM")}
+        | {("full", d, m) for d in ("i2t", "t2i") for m in ("full mAP@R", "full R-P", "full R@1")}
+    )
+    for scoring, rows in metrics.groupby("scoring"):
+        assert set(zip(rows["protocol"], rows["direction"], rows["metric"])) == expected_rows, scoring
+    assert not metrics.duplicated(["protocol", "scoring", "direction", "metric"]).any()
+    assert (metrics[["dataset", "method", "seed"]] == ["synthetic-coco", method, 0]).all().all()
+
+    own = metrics[metrics["scoring"] == PRIMARY[method]].set_index(["protocol", "direction", "metric"])["value"]
+    for direction in ("i2t", "t2i"):
+        for k in (1, 5, 10):
+            assert own["1K", direction, f"R@{k}"] == 100.0
+        # every caption of the image ties at the top; each is a true match of its own image
+        assert own["full", direction, "full R@1"] == 100.0
+    assert own["1K", "both", "RSUM"] == 600.0
+
+    # queries.parquet: one row per image and per caption; u only for PCME; true matches from the generator
+    queries = result.queries
+    assert len(queries) == split.n_images + split.n_captions
+    assert queries["true_matches"].notna().all() and (queries["true_matches"] >= 1).all()
+    if method == "pcme":
+        assert np.allclose(queries["u"], -6.0)
+        assert len(result.uncertainty) > 0 and set(result.uncertainty["metric"]) == {"R@1", "PMRP", "R-P"}
+        assert set(result.uncertainty["scoring"]) == {"match-prob"}
+    else:
+        assert queries["u"].isna().all()
+        assert result.uncertainty.empty
+        assert set(result.uncertainty_summary["statistic"]) <= {"auroc_margin"}
+        assert set(result.uncertainty_summary["scoring"]) <= {PRIMARY[method]}
+
+
+def test_per_query_means_equal_the_metrics_and_the_metrics_package(prepared, tmp_path):
+    split = split_of(prepared)
+    generator = torch.Generator().manual_seed(5)
+    images, captions = (
+        torch.randn(split.n_images, DIM, generator=generator),
+        torch.randn(split.n_captions, DIM, generator=generator),
+    )
+    path = tmp_path / "embeddings.safetensors"
+    settings = write_embeddings(path, split, "vse0", "synthetic-coco", images, captions)
+    result = evaluate_run(prepared, path, settings, device="cpu")
+
+    means = result.per_query.groupby(["protocol", "scoring", "direction", "metric"])["value"].mean()
+    table = result.metrics[result.metrics["metric"] != "RSUM"].set_index(["protocol", "scoring", "direction", "metric"])["value"]
+    assert len(means) == len(table)
+    for key, value in table.items():
+        assert means[key] == pytest.approx(value, abs=1e-9), key
+
+    # the same numbers straight from the metrics package on the cosine matrix
+    scores = (torch.nn.functional.normalize(images, dim=1) @ torch.nn.functional.normalize(captions, dim=1).T).numpy()
+    positives = split.caption_image[None, :] == np.arange(split.n_images)[:, None]
+    recalls = recall_at_k(scores, positives)
+    for name, value in recalls.items():
+        assert table["1K", "cosine", "i2t", name] == pytest.approx(value, abs=1e-4)
+    plausible = pmrp(scores.T, split.labels[split.caption_image], split.labels)
+    assert table["1K", "cosine", "t2i", "PMRP"] == pytest.approx(plausible["PMRP"], abs=1e-4)
+    rsum = sum(table["1K", "cosine", d, f"R@{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10))
+    assert result.metrics.set_index(["protocol", "direction", "metric"])["value"]["1K", "both", "RSUM"] == pytest.approx(rsum)
+
+    # per-query rows: query indices inside the split, R@K values 0 or 100, no NaN
+    pq = result.per_query
+    assert pq["value"].notna().all()
+    i2t = pq[pq["direction"] == "i2t"]
+    assert i2t["query"].between(0, split.n_images - 1).all()
+    assert pq[pq["metric"].str.startswith("R@")]["value"].isin([0.0, 100.0]).all()
+
+
+def test_cub_protocol_and_csd_and_uncertainty(prepared_cub, tmp_path):
+    split = split_of(prepared_cub)
+    classes = np.unique(split.class_ids)
+    class_vectors = torch.eye(DIM)[: len(classes)]
+    row = {c: i for i, c in enumerate(classes)}
+    images = class_vectors[[row[c] for c in split.class_ids]]
+    captions = images[split.caption_image]
+    # u grows with the image row: the analysis must see it
+    log_sigma = {
+        "image": torch.linspace(-5, -3, split.n_images)[:, None].expand(-1, DIM),
+        "caption": torch.linspace(-5, -3, split.n_captions)[:, None].expand(-1, DIM),
+    }
+    path = tmp_path / "embeddings.safetensors"
+    settings = write_embeddings(path, split, "pcme", "synthetic-cub", images, captions, log_sigma)
+    result = evaluate_run(prepared_cub, path, settings, device="cpu")
+    metrics = result.metrics.set_index(["protocol", "scoring", "direction", "metric"])["value"]
+    assert set(result.metrics["protocol"]) == {"CUB", "full"}
+    for scoring in ("match-prob", "mu", "csd"):
+        for direction in ("i2t", "t2i"):
+            for metric in ("R@1", "R@5", "R@10", "R-P", "mAP@R"):
+                assert metrics["CUB", scoring, direction, metric] == pytest.approx(100.0), (scoring, direction, metric)
+    assert not (result.metrics["metric"] == "RSUM").any()
+    u = result.queries.set_index(["direction", "query"])["u"]
+    assert u["i2t", 0] == pytest.approx(-5.0) and u["i2t", split.n_images - 1] == pytest.approx(-3.0)
+    # 60 caption queries: ten bins of six on CUB and full, R@1 and R-P each
+    t2i_bins = result.uncertainty[(result.uncertainty["direction"] == "t2i") & (result.uncertainty["protocol"] == "CUB")]
+    assert list(t2i_bins["bin"].unique()) == list(range(10)) and set(t2i_bins["metric"]) == {"R@1", "R-P"}
+    assert (t2i_bins["queries"] == split.n_captions // 10).all()
+    # synthetic: u against the log of the true number of matches is reported
+    summary = result.uncertainty_summary
+    assert set(summary[summary["statistic"] == "spearman_u_log_matches"]["protocol"]) == {"full"}
+    assert set(summary["scoring"]) == {"match-prob"}
+
+
+def test_uncertainty_that_marks_the_failures_is_found(prepared, tmp_path):
+    """The ten captions with the highest u are matched to the wrong image: u predicts failure perfectly."""
+    split = split_of(prepared)
+    images, captions = perfect_vectors(split)
+    failing = np.arange(split.n_captions - 10, split.n_captions)
+    captions = captions.clone()
+    captions[failing] = images[(split.caption_image[failing] + 1) % split.n_images]
+    caption_sigma = torch.full((split.n_captions, DIM), -6.0)
+    caption_sigma[failing] = -4.0 + torch.linspace(0, 0.1, 10)[:, None]
+    log_sigma = {"image": torch.full((split.n_images, DIM), -6.0), "caption": caption_sigma}
+    path = tmp_path / "embeddings.safetensors"
+    settings = write_embeddings(path, split, "pcme", "synthetic-coco", images, captions, log_sigma)
+    result = evaluate_run(prepared, path, settings, device="cpu")
+
+    r1 = result.metrics.set_index(["protocol", "scoring", "direction", "metric"])["value"]["1K", "match-prob", "t2i", "R@1"]
+    assert r1 == pytest.approx(100.0 * 40 / 50)
+    bins = result.uncertainty
+    t2i = bins[(bins["protocol"] == "1K") & (bins["direction"] == "t2i") & (bins["metric"] == "R@1")]
+    assert t2i["value"].tolist() == [100.0] * 8 + [0.0, 0.0]  # 50 captions: bins of 5
+    assert (t2i["queries"] == 5).all() and t2i["u_low"].iloc[8] == pytest.approx(-4.0) and t2i["u_high"].iloc[7] == -6.0
+    summary = result.uncertainty_summary.set_index(["protocol", "direction", "statistic"])["value"]
+    assert summary["1K", "t2i", "auroc_u"] == 1.0
+    assert summary["1K", "t2i", "pearson_bin_r1"] < -0.5
+    assert summary["1K", "t2i", "spearman_u_rank"] > 0.5
+    assert 0.0 <= summary["1K", "t2i", "auroc_margin"] <= 1.0
+    # every image has the same u: its rank correlation is undefined, so not written (and logged)
+    assert ("1K", "i2t", "spearman_u_rank") not in summary.index and ("1K", "i2t", "auroc_margin") in summary.index
+
+
+def test_embeddings_of_another_split_are_refused(prepared, tmp_path):
+    split = split_of(prepared)
+    images, captions = perfect_vectors(split)
+    shuffled = EvaluationSplit(split.format, split.image_ids[::-1].copy(), split.caption_ids, split.caption_image, split.labels)
+    path = tmp_path / "embeddings.safetensors"
+    settings = write_embeddings(path, shuffled, "vse0", "synthetic-coco", images, captions)
+    with pytest.raises(ValueError, match=r"embeddings.safetensors: image_ids\[0\] is .* another prepared dataset"):
+        evaluate_run(prepared, path, settings, device="cpu")
+
+    fewer = EvaluationSplit(split.format, split.image_ids, split.caption_ids[:-5], split.caption_image[:-5], split.labels)
+    settings = write_embeddings(path, fewer, "vse0", "synthetic-coco", images, captions[:-5])
+    with pytest.raises(ValueError, match="caption_ids but the test split"):
+        evaluate_run(prepared, path, settings, device="cpu")
+
+
+def test_a_method_that_does_not_match_the_file_is_refused(prepared, tmp_path):
+    split = split_of(prepared)
+    path = tmp_path / "embeddings.safetensors"
+    settings = write_embeddings(path, split, "vse0", "synthetic-coco", *perfect_vectors(split))
+    with pytest.raises(ValueError, match="embeddings of method 'vse0'"):
+        evaluate_run(prepared, path, {**settings, "method": "pcme"}, device="cpu")
+
+
+def test_queries_without_a_positive_are_left_out_and_logged(prepared, tmp_path, caplog):
+    split = split_of(prepared)
+    source = PreparedDataset(prepared).meta["raw_root"]
+    truth = json.loads((Path(source) / "annotations" / "full_caption_to_image.json").read_text())
+    emptied = str(split.caption_ids[3])
+    damaged = tmp_path / "raw"
+    shutil.copytree(source, damaged)
+    truth[emptied] = []
+    (damaged / "annotations" / "full_caption_to_image.json").write_text(json.dumps(truth))
+    meta = json.loads((prepared / "meta.json").read_text())
+    moved = tmp_path / "prepared"
+    shutil.copytree(prepared, moved)
+    (moved / "meta.json").write_text(json.dumps({**meta, "raw_root": str(damaged)}))
+
+    path = tmp_path / "embeddings.safetensors"
+    settings = write_embeddings(path, split, "vse0", "synthetic-coco", *perfect_vectors(split))
+    with caplog.at_level(logging.WARNING, logger="pcmebench"):
+        result = evaluate_run(moved, path, settings, device="cpu")
+    assert "full fold 0 t2i R@1: 1 of 50 queries left out" in caplog.text
+    full = result.per_query[(result.per_query["protocol"] == "full") & (result.per_query["direction"] == "t2i")]
+    assert 3 not in set(full["query"]) and len(full) == 3 * (split.n_captions - 1)
+
+    truth[emptied] = [999999]
+    (damaged / "annotations" / "full_caption_to_image.json").write_text(json.dumps(truth))
+    with pytest.raises(
+        ValueError, match=rf"full_caption_to_image.json: caption id {emptied}: its image id 999999 is not in the test split"
+    ):
+        evaluate_run(moved, path, settings, device="cpu")
+
+
+def test_the_command_line_writes_every_file(prepared, tmp_path):
+    split = split_of(prepared)
+    path = tmp_path / "embeddings.safetensors"
+    settings = write_embeddings(path, split, "pcme", "synthetic-coco", *perfect_vectors(split))
+    out = {
+        name: tmp_path / "run" / name
+        for name in ("metrics.csv", "per_query.parquet", "queries.parquet", "uncertainty.csv", "uncertainty_summary.csv")
+    }
+    command = [
+        sys.executable, "-m", "pcmebench.evaluate", "--prepared", str(prepared), "--embeddings", str(path),
+        "--metrics", str(out["metrics.csv"]), "--per-query", str(out["per_query.parquet"]),
+        "--queries", str(out["queries.parquet"]), "--uncertainty", str(out["uncertainty.csv"]),
+        "--uncertainty-summary", str(out["uncertainty_summary.csv"]), "--settings", json.dumps(settings),
+        "--threads", "1", "--device", "cpu",
+    ]  # fmt: skip
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
+    metrics = pd.read_csv(out["metrics.csv"])
+    assert list(metrics.columns) == METRICS_COLUMNS and len(metrics) > 0
+    assert list(pd.read_parquet(out["per_query.parquet"]).columns) == PER_QUERY_COLUMNS
+    assert list(pd.read_parquet(out["queries.parquet"]).columns) == QUERIES_COLUMNS
+    assert list(pd.read_csv(out["uncertainty.csv"]).columns) == UNCERTAINTY_COLUMNS
+    summary = pd.read_csv(out["uncertainty_summary.csv"])
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert not any(p.name.startswith(".") for p in (tmp_path / "run").iterdir())  # no temporary file left behind
+    # deterministic: the same numbers again (other thread count: equal to rounding)
+    again = evaluate_run(prepared, path, settings, device="cpu").metrics
+    np.testing.assert_allclose(again["value"].to_numpy(), metrics["value"].to_numpy(), rtol=0, atol=1e-9)

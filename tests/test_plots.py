@@ -1,0 +1,248 @@
+"""Figures from results tables: every planned file is written, missing data is said, bad tables are named.
+
+The tables are generated here with the documented columns (results/README.md and the per-run
+files of the evaluation stage), for two datasets x five methods x two seeds, so these tests do not
+need a trained model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pcmebench.aggregate import (
+    METRICS_COLUMNS,
+    PAPER_COLUMNS,
+    RUN_RECORD_KEYS,
+    SUMMARY_COLUMNS,
+    UNCERTAINTY_COLUMNS,
+    UNCERTAINTY_SUMMARY_COLUMNS,
+)
+from pcmebench.plots import (
+    PRIMARY_SCORING,
+    ResultsError,
+    figure_files,
+    figure_names,
+    main,
+    plot_retrieval,
+    read_table,
+    save,
+    write_figures,
+)
+
+DATASETS = ("coco", "synthetic-cub")
+METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
+SEEDS = (0, 1)
+SCORINGS = {"pcme": ("match-prob", "mu", "csd")}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Published numbers the fake paper.csv carries (PCME README, COCO 1K) for the report's tests.
+PAPER_ROWS = [
+    ("coco", "pcme", "1K", "i2t", "R@1", 68.8, "PCME README (naver-ai/pcme), COCO 1K"),
+    ("coco", "pcme", "1K", "i2t", "PMRP", 45.0, "PCME README (naver-ai/pcme), COCO 1K"),
+    ("coco", "pvse-k2", "1K", "i2t", "R@1", 69.24, "https://github.com/yalesong/pvse"),
+    ("coco", "pvse-k2", "5K", "t2i", "R@10", 74.96, "https://github.com/yalesong/pvse"),
+]
+
+
+def protocol_metrics(dataset: str) -> dict[str, tuple[str, ...]]:
+    retrieval = ("R@1", "R@5", "R@10", "R-P", "mAP@R", "PMRP")
+    if "coco" in dataset:
+        protocols = {"1K": retrieval, "5K": retrieval, "ECCV": ("ECCV mAP@R", "ECCV R-P", "ECCV R@1")}
+    else:
+        protocols = {"CUB": retrieval}
+    if dataset.startswith("synthetic"):
+        protocols["full"] = ("full mAP@R", "full R-P", "full R@1")
+    return protocols
+
+
+def fake_metrics(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for dataset, method, seed in itertools.product(DATASETS, METHODS, SEEDS):
+        for scoring in SCORINGS.get(method, (PRIMARY_SCORING[method],)):
+            run = {"dataset": dataset, "method": method, "seed": seed, "scoring": scoring}
+            for protocol, metrics in protocol_metrics(dataset).items():
+                for direction, metric in itertools.product(("i2t", "t2i"), metrics):
+                    value = {"R@1": 55, "R@5": 82, "R@10": 90}.get(metric, 40) + METHODS.index(method) + rng.normal(0, 1)
+                    rows.append({**run, "protocol": protocol, "direction": direction, "metric": metric, "value": value})
+                if "R@1" in metrics:
+                    rows.append(
+                        {**run, "protocol": protocol, "direction": "both", "metric": "RSUM", "value": 450 + rng.normal(0, 5)}
+                    )
+    return pd.DataFrame(rows, columns=METRICS_COLUMNS)
+
+
+def fake_summary(metrics: pd.DataFrame) -> pd.DataFrame:
+    keys = ["dataset", "method", "protocol", "scoring", "direction", "metric"]
+    summary = metrics.groupby(keys, sort=False)["value"].agg(mean="mean", std="std", n="count").reset_index()
+    summary["ci_low"] = summary["mean"] - 1.5
+    summary["ci_high"] = summary["mean"] + 1.5
+    return summary[SUMMARY_COLUMNS]
+
+
+def fake_queries(rng: np.random.Generator, dataset: str, method: str) -> pd.DataFrame:
+    """i2t rows are image queries, t2i caption queries; u only for PCME, true_matches only on synthetic data."""
+    frames = []
+    for direction, count in (("i2t", 60), ("t2i", 300)):
+        synthetic = dataset.startswith("synthetic")
+        matches = rng.integers(1, 40, count).astype(float) if synthetic else np.full(count, np.nan)
+        u = np.full(count, np.nan)
+        if method == "pcme":
+            u = -3 + 0.2 * np.log(matches) + rng.normal(0, 0.1, count) if synthetic else rng.normal(-3, 0.2, count)
+        frames.append(pd.DataFrame({"direction": direction, "query": np.arange(count), "u": u, "true_matches": matches}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def fake_uncertainty(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Bins (PCME only) and statistics (the margin for every method) at the primary protocol, and "full" on synthetic data."""
+    bins, statistics = [], []
+    for dataset, method, seed, direction in itertools.product(DATASETS, METHODS, SEEDS, ("i2t", "t2i")):
+        protocols = ["1K" if "coco" in dataset else "CUB"] + (["full"] if dataset.startswith("synthetic") else [])
+        for protocol in protocols:
+            key = {"dataset": dataset, "method": method, "seed": seed, "protocol": protocol, "direction": direction}
+            statistics.append(
+                {**key, "scoring": PRIMARY_SCORING[method], "statistic": "auroc_margin", "value": rng.uniform(0.6, 0.7)}
+            )
+            if method != "pcme":
+                continue
+            for statistic in ("auroc_u", "spearman_u_rank", "pearson_bin_r1"):
+                statistics.append({**key, "scoring": "match-prob", "statistic": statistic, "value": rng.uniform(0.5, 0.8)})
+            for b, (metric, top) in itertools.product(range(10), (("R@1", 80), ("PMRP", 50))):
+                bounds = {"u_low": -3.5 + 0.1 * b, "u_high": -3.4 + 0.1 * b, "queries": 30}
+                bins.append({**key, "scoring": "match-prob", "bin": b, **bounds, "metric": metric, "value": top - 3 * b})
+            if protocol == "full":
+                statistics.append({**key, "scoring": "match-prob", "statistic": "spearman_u_log_matches", "value": 0.6})
+    return pd.DataFrame(bins, columns=UNCERTAINTY_COLUMNS), pd.DataFrame(statistics, columns=UNCERTAINTY_SUMMARY_COLUMNS)
+
+
+def fake_train_log(epochs: int, method: str) -> pd.DataFrame:
+    epoch = np.arange(1, epochs + 1)
+    return pd.DataFrame(
+        {
+            "epoch": epoch,
+            "phase": ["frozen" if e <= 1 else "finetune" for e in epoch],
+            "lr": 2e-3,
+            "loss": (5.0 if method == "vse0" else 0.5) / epoch,
+            "wall_seconds": 10.0,
+            "samples_per_second": 250.0,
+        }
+    )
+
+
+def write_fake_results(root: Path, seed: int = 0) -> tuple[Path, list[Path]]:
+    """``root/results`` with every aggregate table and ``root/runs/<dataset>/<method>/seed<seed>`` run folders."""
+    rng = np.random.default_rng(seed)
+    results = root / "results"
+    results.mkdir(parents=True)
+    metrics = fake_metrics(rng)
+    metrics.to_csv(results / "metrics.csv", index=False)
+    fake_summary(metrics).to_csv(results / "summary.csv", index=False)
+    bins, statistics = fake_uncertainty(rng)
+    bins.to_csv(results / "uncertainty.csv", index=False)
+    statistics.to_csv(results / "uncertainty_summary.csv", index=False)
+    pd.DataFrame(PAPER_ROWS, columns=PAPER_COLUMNS).to_csv(results / "paper.csv", index=False)
+    run_dirs, records = [], []
+    for dataset in DATASETS:
+        for method in METHODS:
+            for run_seed in SEEDS:
+                run_dir = root / "runs" / dataset / method / f"seed{run_seed}"
+                run_dir.mkdir(parents=True)
+                record = {
+                    "dataset": dataset, "method": method, "seed": run_seed, "device": "cpu", "epochs": 3,
+                    "wall_seconds": 30.0 + run_seed, "samples_per_second": 250.0, "parameters": 1_234_567,
+                    "trainable_parameters": 1_000_000, "final_loss": 0.1234, "config_hash": f"{METHODS.index(method):016x}",
+                    "code_version": "abc123",
+                }  # fmt: skip
+                (run_dir / "run.json").write_text(json.dumps(record))
+                fake_queries(rng, dataset, method).to_parquet(run_dir / "queries.parquet")
+                fake_train_log(3, method).to_csv(run_dir / "train_log.csv", index=False)
+                run_dirs.append(run_dir)
+                records.append(record)
+    pd.DataFrame(records, columns=RUN_RECORD_KEYS).to_csv(results / "runs.csv", index=False)
+    return results, run_dirs
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory) -> tuple[Path, list[Path]]:
+    return write_fake_results(tmp_path_factory.mktemp("fake"))
+
+
+@pytest.fixture(scope="module")
+def plotted(fake, tmp_path_factory) -> Path:
+    results, run_dirs = fake
+    out = tmp_path_factory.mktemp("plots")
+    write_figures(results, run_dirs, out, list(DATASETS), list(METHODS))
+    return out
+
+
+def test_figure_list_follows_the_config():
+    assert figure_names("synthetic-cub", METHODS) == [
+        "retrieval", "auroc", "uncertainty_bins", "sigma_histogram", "sigma_multiplicity", "training_curves",
+    ]  # fmt: skip
+    assert "sigma_multiplicity" not in figure_names("coco", METHODS)  # real data: true multiplicity unknown
+    assert figure_names("coco", ["vse0", "vsepp"]) == ["retrieval", "auroc", "training_curves"]
+    files = figure_files("out", ["coco"], ["vse0"])
+    assert files == [f"out/coco/{n}.{e}" for n in ("retrieval", "auroc", "training_curves") for e in ("png", "pdf")]
+
+
+def test_every_planned_figure_is_written_as_png_and_pdf(plotted):
+    planned = sorted(figure_files(plotted, list(DATASETS), list(METHODS)))
+    written = sorted(str(p) for p in plotted.rglob("*") if p.is_file())
+    assert written == planned
+    for path in map(Path, planned):
+        data = path.read_bytes()
+        assert data.startswith(PNG_SIGNATURE if path.suffix == ".png" else b"%PDF-"), path
+        assert len(data) > 5000, path  # a drawn figure, not an empty canvas
+
+
+def test_same_inputs_give_the_same_bytes(fake, tmp_path):
+    """No dates or versions in the files: rerunning the stage on the same tables changes nothing."""
+    summary = read_table(fake[0] / "summary.csv", SUMMARY_COLUMNS)
+    first = save(plot_retrieval(summary, "coco", list(METHODS)), tmp_path / "first", "coco", "retrieval")
+    second = save(plot_retrieval(summary, "coco", list(METHODS)), tmp_path / "second", "coco", "retrieval")
+    assert [p.suffix for p in first] == [".png", ".pdf"]
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
+def test_missing_rows_still_give_the_planned_files_and_are_logged(fake, tmp_path, caplog):
+    results, run_dirs = fake
+    empty = tmp_path / "results"
+    empty.mkdir()
+    for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv"):
+        pd.read_csv(results / name).head(0).to_csv(empty / name, index=False)  # header only
+    pcme_runs = [d for d in run_dirs if "pcme" in d.parts]
+    with caplog.at_level("WARNING", logger="pcmebench.plots"):
+        written = write_figures(empty, pcme_runs[:1], tmp_path / "plots", ["synthetic-cub"], ["pcme"])
+    assert sorted(map(str, written)) == sorted(figure_files(tmp_path / "plots", ["synthetic-cub"], ["pcme"]))
+    assert all(p.stat().st_size > 0 for p in written)
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "summary.csv has no CUB i2t rows" in messages
+    assert "uncertainty.csv has no PCME CUB/full t2i bins" in messages
+    assert "no finite u of PCME images" in messages  # pcme_runs[:1] is coco's: no synthetic-cub queries
+
+
+def test_a_table_without_a_column_names_file_and_column(fake, tmp_path):
+    results, run_dirs = fake
+    broken = tmp_path / "results"
+    broken.mkdir()
+    for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv"):
+        (broken / name).write_bytes((results / name).read_bytes())
+    pd.read_csv(results / "summary.csv").drop(columns="ci_high").to_csv(broken / "summary.csv", index=False)
+    with pytest.raises(ResultsError, match=r"summary\.csv: missing column\(s\) ci_high"):
+        write_figures(broken, run_dirs[:1], tmp_path / "plots")
+    with pytest.raises(SystemExit, match=r"summary\.csv: missing column\(s\) ci_high"):
+        main(["--results", str(broken), "--runs", str(run_dirs[0]), "--out", str(tmp_path / "plots")])
+
+
+def test_a_run_without_queries_is_named(fake, tmp_path):
+    results, run_dirs = fake
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_bytes((run_dirs[0] / "run.json").read_bytes())
+    (run / "train_log.csv").write_bytes((run_dirs[0] / "train_log.csv").read_bytes())
+    with pytest.raises(ResultsError, match=rf"{run / 'queries.parquet'}: file is missing"):
+        write_figures(results, [run], tmp_path / "plots")
