@@ -66,8 +66,8 @@ class CocoLayout:
         ]
 
 
-def read_json(path: Path, keys: tuple[str, ...]) -> dict:
-    """A JSON object with ``keys`` at its top level, or a DataError naming the file."""
+def read_json(path: Path, keys: tuple[str, ...] = ()) -> dict | list:
+    """A JSON document (an object with ``keys`` at its top level, when given), or a DataError naming the file."""
     if not path.is_file():
         raise DataError(path, "file", "not found")
     try:

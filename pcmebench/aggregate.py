@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import warnings
 import zlib
@@ -33,15 +32,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# The per-run files' schemas (the interface between pcmebench.evaluate and this stage), re-exported.
+from pcmebench.tables import (
+    METRICS_COLUMNS,
+    PER_QUERY_COLUMNS,
+    UNCERTAINTY_COLUMNS,
+    UNCERTAINTY_SUMMARY_COLUMNS,
+    atomic_write,
+)
+
 log = logging.getLogger("pcmebench.aggregate")
 
-# The per-run files' schemas (the interface between pcmebench.evaluate and this stage).
-METRICS_COLUMNS = ["dataset", "method", "seed", "protocol", "scoring", "direction", "metric", "value"]
-PER_QUERY_COLUMNS = ["protocol", "scoring", "direction", "query", "metric", "value"]
-UNCERTAINTY_COLUMNS = [
-    "dataset", "method", "seed", "protocol", "scoring", "direction", "bin", "u_low", "u_high", "queries", "metric", "value",
-]  # fmt: skip
-UNCERTAINTY_SUMMARY_COLUMNS = ["dataset", "method", "seed", "protocol", "scoring", "direction", "statistic", "value"]
 RUN_RECORD_KEYS = [
     "dataset", "method", "seed", "device", "epochs", "wall_seconds", "samples_per_second", "parameters",
     "trainable_parameters", "final_loss", "config_hash", "code_version",
@@ -266,18 +267,10 @@ def summarize(metrics: pd.DataFrame, per_query: pd.DataFrame, replicates: int = 
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` as CSV through a temporary file and a rename, so a reader never sees half a table.
-
-    (pcmebench.runs.atomic_write does the same but imports torch, seconds of start-up for this stage.)
-    """
+    """Write ``frame`` as CSV atomically, so a reader never sees half a table."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        frame.to_csv(temporary, index=False)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False))
 
 
 def concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:

@@ -66,17 +66,20 @@ from metrics import (
     uncertainty_bins,
 )
 from pcmebench.protocols import DIRECTIONS, PMRP_ZETAS, EvaluationSplit, RetrievalTask, protocol_tasks
-from pcmebench.runs import atomic_write, resolve_device
+from pcmebench.runs import resolve_device
 from pcmebench.scoring import Embeddings, load_embeddings, log_sigma_uncertainty, score_matrix, scorings_for
+from pcmebench.tables import (
+    METRICS_COLUMNS,
+    PER_QUERY_COLUMNS,
+    QUERIES_COLUMNS,
+    RUN_COLUMNS,
+    UNCERTAINTY_COLUMNS,
+    UNCERTAINTY_SUMMARY_COLUMNS,
+    atomic_write,
+)
 
 log = logging.getLogger("pcmebench.evaluate")
 
-RUN_COLUMNS = ["dataset", "method", "seed"]
-METRICS_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "metric", "value"]
-PER_QUERY_COLUMNS = ["protocol", "scoring", "direction", "query", "metric", "value"]
-QUERIES_COLUMNS = ["direction", "query", "u", "true_matches"]
-UNCERTAINTY_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "bin", "u_low", "u_high", "queries", "metric", "value"]
-SUMMARY_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "statistic", "value"]
 RSUM_PROTOCOLS = ("1K", "5K")
 RSUM_PARTS = ("R@1", "R@5", "R@10")
 UNCERTAINTY_PROTOCOLS = ("1K", "CUB", "full")
@@ -339,10 +342,12 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
             for d in DIRECTIONS
         ],
         ignore_index=True,
-    )
+    )[QUERIES_COLUMNS]
     uncertainty = _with_run(pd.concat(bins, ignore_index=True) if bins else pd.DataFrame(columns=UNCERTAINTY_COLUMNS[3:]), run)
-    summary_table = _with_run(pd.DataFrame(summary, columns=SUMMARY_COLUMNS[3:]), run)
-    return Evaluation(metrics_table, per_query, queries, uncertainty[UNCERTAINTY_COLUMNS], summary_table[SUMMARY_COLUMNS])
+    summary_table = _with_run(pd.DataFrame(summary, columns=UNCERTAINTY_SUMMARY_COLUMNS[3:]), run)
+    return Evaluation(
+        metrics_table, per_query, queries, uncertainty[UNCERTAINTY_COLUMNS], summary_table[UNCERTAINTY_SUMMARY_COLUMNS]
+    )
 
 
 def _with_run(table: pd.DataFrame, run: dict) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
 from pcmebench.aggregate import SUMMARY_COLUMNS, UNCERTAINTY_COLUMNS, UNCERTAINTY_SUMMARY_COLUMNS
+from pcmebench.tables import QUERIES_COLUMNS
 
 log = logging.getLogger("pcmebench.plots")
 
@@ -71,7 +72,6 @@ FIGURES = {
     )
 }
 
-QUERIES_COLUMNS = ("direction", "query", "u", "true_matches")
 TRAIN_LOG_COLUMNS = ("epoch", "loss")
 RUN_IDENTITY_KEYS = ("dataset", "method", "seed")
 

@@ -42,7 +42,6 @@ ECCV Caption's format) -> ``full mAP@R``, ``full R-P``, ``full R@1``.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
-from corpora.coco import CocoLayout
+from corpora.coco import CocoLayout, read_json
 from corpora.cub import CubLayout
 from corpora.errors import DataError
 from corpora.prepared import PreparedDataset
@@ -229,12 +228,7 @@ def read_ground_truth(
     never be retrieved from this gallery.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file", "ground-truth file not found")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(path, "file", f"not valid JSON ({error})") from None
+    content = read_json(path)
     if not isinstance(content, dict) or not content:
         raise DataError(path, "file", 'expected a non-empty object {"<query id>": [positive ids]}')
     query_row = {int(i): r for r, i in enumerate(query_ids)}

@@ -39,6 +39,8 @@ from pcmebench.plots import (
     series_label,
     uncertainty_protocols,
 )
+from pcmebench.tables import atomic_write
+from pcmebench.tables import code_version as current_code_version
 
 URL = re.compile(r"https?://[^\s)\]>\"']+")
 # The headline table's columns per direction, at the dataset's primary protocol, then the
@@ -455,14 +457,12 @@ def write_report(
     """Render the page and write it to ``out``; ``generated`` defaults to now (UTC), ``code_version`` to git's."""
     report = Report(Path(results), Path(plots), config, Path(captions) if captions else None)
     if code_version is None:
-        from pcmebench.runs import code_version as current_code_version  # imports torch: only when asked
-
         code_version = current_code_version()
     generated = generated or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     page = report.render(generated, code_version)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    atomic_write(out, lambda path: path.write_text(page, encoding="utf-8"))
     return out
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import torch
 
 from corpora import dataset_format
 from corpora.prepared import PreparedDataset
 from models import CrossModalModel, build_model
+from pcmebench.tables import atomic_write, code_version  # noqa: F401 - re-exported: the stages import them from here
 
 
 def resolve_device(name: str) -> torch.device:
@@ -30,25 +28,6 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def code_version() -> str:
-    """The git commit of this checkout (with -dirty), or the installed package version."""
-    here = Path(__file__).resolve().parent
-    try:
-        described = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-        return described.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import version
-
-        return f"pcme-bench {version('pcme-bench')}"
-
-
 def model_for(settings: dict, prepared: PreparedDataset, pretrained: bool = True) -> CrossModalModel:
     """The model a run's settings describe, with word vectors from the prepared dataset."""
     data = settings["dataset_settings"]
@@ -63,14 +42,3 @@ def model_for(settings: dict, prepared: PreparedDataset, pretrained: bool = True
         freeze_words=prepared.meta["word_vectors_file"] is not None,
         pretrained=pretrained and data["training"]["pretrained"],
     )
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(temporary path)``, then move the result over ``path`` in one step."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

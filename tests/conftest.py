@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from corpora.prepared import prepare_dataset
 from corpora.synthetic import write_synthetic_coco, write_synthetic_cub
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,3 +38,19 @@ def tiny_coco(tiny_coco_source, tmp_path) -> Path:
 @pytest.fixture
 def tiny_cub(tiny_cub_source, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_cub_source, tmp_path / "synthetic-cub"))
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_coco_source, tmp_path_factory) -> Path:
+    """The tiny COCO-format source, prepared (8-d random word vectors)."""
+    out = tmp_path_factory.mktemp("prepared") / "synthetic-coco"
+    prepare_dataset("coco", tiny_coco_source, out, train_splits=["train", "restval"], word_dim=8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def prepared_cub(tiny_cub_source, tmp_path_factory) -> Path:
+    """The tiny CUB-format source, prepared (8-d random word vectors)."""
+    out = tmp_path_factory.mktemp("prepared") / "synthetic-cub"
+    prepare_dataset("cub", tiny_cub_source, out, train_splits=["train"], word_dim=8)
+    return out

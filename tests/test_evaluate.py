@@ -13,36 +13,22 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from corpora.prepared import PreparedDataset, prepare_dataset
+from corpora.prepared import PreparedDataset
 from metrics import pmrp, recall_at_k
-from pcmebench.evaluate import (
+from pcmebench.evaluate import evaluate_run
+from pcmebench.protocols import EvaluationSplit
+from pcmebench.tables import (
     METRICS_COLUMNS,
     PER_QUERY_COLUMNS,
     QUERIES_COLUMNS,
-    SUMMARY_COLUMNS,
     UNCERTAINTY_COLUMNS,
-    evaluate_run,
+    UNCERTAINTY_SUMMARY_COLUMNS,
 )
-from pcmebench.protocols import EvaluationSplit
 from tests.conftest import REPO
 
 DIM = 16
 SAMPLES = 3
 PRIMARY = {"vse0": "cosine", "vsepp": "cosine", "pvse-k1": "max-cosine", "pvse-k2": "max-cosine", "pcme": "match-prob"}
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny_coco_source, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepared") / "synthetic-coco"
-    prepare_dataset("coco", tiny_coco_source, out, train_splits=["train", "restval"], word_dim=8)
-    return out
-
-
-@pytest.fixture(scope="module")
-def prepared_cub(tiny_cub_source, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepared") / "synthetic-cub"
-    prepare_dataset("cub", tiny_cub_source, out, train_splits=["train"], word_dim=8)
-    return out
 
 
 def split_of(prepared_dir) -> EvaluationSplit:
@@ -102,7 +88,7 @@ def test_perfect_embeddings_score_100_and_the_tables_have_their_schemas(method, 
     assert list(result.per_query.columns) == PER_QUERY_COLUMNS
     assert list(result.queries.columns) == QUERIES_COLUMNS
     assert list(result.uncertainty.columns) == UNCERTAINTY_COLUMNS
-    assert list(result.uncertainty_summary.columns) == SUMMARY_COLUMNS
+    assert list(result.uncertainty_summary.columns) == UNCERTAINTY_SUMMARY_COLUMNS
     assert set(metrics["scoring"]) == ({"match-prob", "mu", "csd"} if method == "pcme" else {PRIMARY[method]})
     # 10 test images: 1K is one fold of all of them; no 5K, no ECCV (synthetic); full from the generator
     assert set(metrics["protocol"]) == {"1K", "full"}
@@ -313,7 +299,7 @@ def test_the_command_line_writes_every_file(prepared, tmp_path):
     assert list(pd.read_parquet(out["queries.parquet"]).columns) == QUERIES_COLUMNS
     assert list(pd.read_csv(out["uncertainty.csv"]).columns) == UNCERTAINTY_COLUMNS
     summary = pd.read_csv(out["uncertainty_summary.csv"])
-    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert list(summary.columns) == UNCERTAINTY_SUMMARY_COLUMNS
     assert not any(p.name.startswith(".") for p in (tmp_path / "run").iterdir())  # no temporary file left behind
     # deterministic: the same numbers again (other thread count: equal to rounding)
     again = evaluate_run(prepared, path, settings, device="cpu").metrics

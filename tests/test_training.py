@@ -9,7 +9,7 @@ import yaml
 from safetensors.torch import load_file
 
 from corpora.batches import CaptionPairs, collate_pairs, image_transform
-from corpora.prepared import PreparedDataset, prepare_dataset
+from corpora.prepared import PreparedDataset
 from models import CrossModalModel
 from pcmebench.embed import export
 from pcmebench.runs import model_for
@@ -18,20 +18,6 @@ from tests.conftest import REPO
 
 METHODS = ["vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme"]
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny_coco_source, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepared") / "synthetic-coco"
-    prepare_dataset("coco", tiny_coco_source, out, train_splits=["train", "restval"], word_dim=8)
-    return out
-
-
-@pytest.fixture(scope="module")
-def prepared_cub(tiny_cub_source, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepared") / "synthetic-cub"
-    prepare_dataset("cub", tiny_cub_source, out, train_splits=["train"], word_dim=8)
-    return out
 
 
 def tiny_settings(method: str, dataset: str = "synthetic-coco", epochs: int = 2) -> dict:
