@@ -25,13 +25,23 @@ from models.heads import AttentionPool, EmbeddingHead
 
 
 class UncertaintyHead(nn.Module):
-    """log sigma (D-dim, unconstrained) = W_g g + W_l pool(local), with its own attention branch."""
+    """log sigma (D-dim, unconstrained) = W_g g + W_l pool(local), with its own attention branch.
 
-    def __init__(self, global_dim: int, local_dim: int, embed_dim: int):
+    ``init_log_sigma``: where log sigma starts (the output biases; None keeps PyTorch's
+    default initialisation, as the official code does). With the default, sigma starts near 1
+    per dimension, noise of norm sqrt(D) around a unit-norm mu: on a schedule of a few hundred
+    steps (the synthetic datasets) the soft contrastive loss then settles at the trivial answer,
+    every pair at the in-batch match rate, before mu learns anything.
+    """
+
+    def __init__(self, global_dim: int, local_dim: int, embed_dim: int, init_log_sigma: float | None = None):
         super().__init__()
         self.global_fc = nn.Linear(global_dim, embed_dim)
         self.attention = AttentionPool(local_dim, embed_dim // 2, heads=1)
         self.local_fc = nn.Linear(local_dim, embed_dim)
+        if init_log_sigma is not None:
+            nn.init.constant_(self.global_fc.bias, init_log_sigma)
+            nn.init.zeros_(self.local_fc.bias)
 
     def forward(self, global_feature, local, mask):
         pooled, _ = self.attention(local, mask)
@@ -118,12 +128,13 @@ class PCME(nn.Module):
         init_scale: float,
         kl_weight: float,
         uniformity_weight: float,
+        init_log_sigma: float | None = None,
     ):
         super().__init__()
         self.image_head = EmbeddingHead(*image_dims, embed_dim)
         self.caption_head = EmbeddingHead(*text_dims, embed_dim)
-        self.image_sigma = UncertaintyHead(*image_dims, embed_dim)
-        self.caption_sigma = UncertaintyHead(*text_dims, embed_dim)
+        self.image_sigma = UncertaintyHead(*image_dims, embed_dim, init_log_sigma)
+        self.caption_sigma = UncertaintyHead(*text_dims, embed_dim, init_log_sigma)
         self.a = nn.Parameter(torch.tensor(float(init_scale)))
         self.b = nn.Parameter(torch.tensor(float(init_scale)))
         self.samples = samples

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 # The per-run files' schemas (the interface between pcmebench.evaluate and this stage), re-exported.
+from pcmebench.logs import log_to_stderr
 from pcmebench.tables import (
     METRICS_COLUMNS,
     PER_QUERY_COLUMNS,
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the intervals (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     try:
         aggregate(args.runs, args.results, args.published, args.bootstrap, args.seed)
     except AggregateError as error:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 
 import torch
 from safetensors import safe_open
@@ -27,7 +26,8 @@ from torch.utils.data import DataLoader
 from corpora.batches import Captions, Images, image_transform, pad_tokens
 from corpora.prepared import PreparedDataset
 from models.pcme import sample_embeddings
-from pcmebench.runs import atomic_write, model_for, resolve_device
+from pcmebench.logs import log_to_stderr
+from pcmebench.runs import atomic_write, model_for, resolve_device, use_threads
 
 log = logging.getLogger("pcmebench.embed")
 SAMPLE_SEED = 0
@@ -77,8 +77,7 @@ def embed_split(model, prepared: PreparedDataset, split_name: str, settings: dic
 
 
 def export(prepared_dir, checkpoint, output, split: str = "test", threads: int | None = None, device: str | None = None) -> None:
-    if threads:
-        torch.set_num_threads(min(threads, os.cpu_count() or threads))
+    use_threads(threads)
     prepared = PreparedDataset(prepared_dir)
     model, settings, run_device = load_run(checkpoint, prepared, device)
     tensors = embed_split(model, prepared, split, settings, run_device)
@@ -96,7 +95,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default=None, help="override the run's device (auto, cpu, cuda)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     export(args.prepared, args.checkpoint, args.output, args.split, args.threads, args.device)
 
 

@@ -41,9 +41,7 @@ Queries left out of a metric (no positive, no label) are counted in the log.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -66,7 +64,7 @@ from metrics import (
     uncertainty_bins,
 )
 from pcmebench.protocols import DIRECTIONS, PMRP_ZETAS, EvaluationSplit, RetrievalTask, protocol_tasks
-from pcmebench.runs import resolve_device
+from pcmebench.runs import add_stage_arguments, parse_stage_arguments, resolve_device
 from pcmebench.scoring import Embeddings, load_embeddings, log_sigma_uncertainty, score_matrix, scorings_for
 from pcmebench.tables import (
     METRICS_COLUMNS,
@@ -379,17 +377,9 @@ def main(argv=None) -> None:
     parser.add_argument("--queries", required=True, help="output: queries.parquet")
     parser.add_argument("--uncertainty", required=True, help="output: uncertainty.csv")
     parser.add_argument("--uncertainty-summary", required=True, help="output: uncertainty_summary.csv")
-    parser.add_argument("--settings", required=True, help="the run's settings as JSON (dataset, method, seed, ...)")
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the run's setting")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = json.loads(args.settings)
-    except json.JSONDecodeError as error:
-        parser.error(f"--settings is not valid JSON ({error})")
-    if args.threads:
-        torch.set_num_threads(min(args.threads, os.cpu_count() or args.threads))
+    add_stage_arguments(parser, "the run's settings as JSON (dataset, method, seed, ...)")
+    args, settings = parse_stage_arguments(parser, argv)
     torch.set_float32_matmul_precision("highest")  # fp32 products: reduced precision changes top-10 rankings
     evaluation = evaluate_run(args.prepared, args.embeddings, settings, args.device)
     write_evaluation(

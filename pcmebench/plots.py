@@ -28,6 +28,7 @@ import pandas as pd
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
 from pcmebench.aggregate import SUMMARY_COLUMNS, UNCERTAINTY_COLUMNS, UNCERTAINTY_SUMMARY_COLUMNS
+from pcmebench.logs import log_to_stderr
 from pcmebench.tables import QUERIES_COLUMNS
 
 log = logging.getLogger("pcmebench.plots")
@@ -511,7 +512,7 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", nargs="+", help="datasets to plot (default: those of the runs)")
     parser.add_argument("--methods", nargs="+", help="methods to plot (default: those of the runs)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     try:
         write_figures(args.results, args.runs, args.out, args.datasets, args.methods)
     except ResultsError as error:

@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import os
 
 import torch
 
 from corpora import dataset_format
 from corpora.prepared import PreparedDataset
 from models import CrossModalModel, build_model
+from pcmebench.logs import log_to_stderr
 from pcmebench.tables import atomic_write, code_version  # noqa: F401 - re-exported: the stages import them from here
+
+
+def use_threads(threads: int | None) -> None:
+    """Let torch use ``threads`` CPU threads (at most the machine's); None leaves torch's default."""
+    if threads:
+        torch.set_num_threads(min(threads, os.cpu_count() or threads))
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser, settings_help: str) -> None:
+    """The options every settings-driven stage (pretrain, train, evaluate) takes: --settings and --threads."""
+    parser.add_argument("--settings", required=True, help=settings_help)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def parse_stage_arguments(parser: argparse.ArgumentParser, argv=None) -> tuple[argparse.Namespace, dict]:
+    """Parse a stage's command line; log to stderr, set torch's threads, and read --settings (JSON)."""
+    args = parser.parse_args(argv)
+    log_to_stderr()
+    try:
+        settings = json.loads(args.settings)
+    except json.JSONDecodeError as error:
+        parser.error(f"--settings is not valid JSON ({error})")
+    use_threads(args.threads)
+    return args, settings
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,6 +53,15 @@ def settings_hash(settings: dict) -> str:
     """A short hash of the settings that define a run (device excluded: it does not change the recipe)."""
     recipe = {k: v for k, v in settings.items() if k != "device"}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def model_for(settings: dict, prepared: PreparedDataset, pretrained: bool = True) -> CrossModalModel:

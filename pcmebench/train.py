@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -35,7 +34,18 @@ from tqdm import tqdm
 
 from corpora.batches import CaptionPairs, OnePerClassBatches, collate_pairs, image_transform
 from corpora.prepared import PreparedDataset
-from pcmebench.runs import atomic_write, code_version, model_for, resolve_device, settings_hash
+from pcmebench.pretrain import load_backbone
+from pcmebench.runs import (
+    add_stage_arguments,
+    atomic_write,
+    code_version,
+    file_sha256,
+    model_for,
+    parse_stage_arguments,
+    resolve_device,
+    settings_hash,
+    use_threads,
+)
 
 log = logging.getLogger("pcmebench.train")
 CHECKPOINT = "checkpoint.pt"
@@ -74,21 +84,29 @@ def make_loader(pairs: CaptionPairs, training: dict, generator: torch.Generator,
     return DataLoader(pairs, batch_size=training["batch_size"], shuffle=True, drop_last=True, generator=generator, **common)
 
 
-def train(prepared_dir, run_dir, settings: dict, threads: int | None = None, stop_after_epoch: int | None = None) -> dict | None:
-    """Train (or resume) the run; returns its record, or None when stopped early by ``stop_after_epoch``."""
+def train(
+    prepared_dir, run_dir, settings: dict, threads: int | None = None, stop_after_epoch: int | None = None, backbone=None
+) -> dict | None:
+    """Train (or resume) the run; returns its record, or None when stopped early by ``stop_after_epoch``.
+
+    ``backbone``: a pretrained image backbone (``pcmebench.pretrain``) to start from; its
+    checksum joins the run's identity, so a checkpoint made from another backbone is not resumed.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(min(threads, os.cpu_count() or threads))
+    use_threads(threads)
     device = resolve_device(settings["device"])
     training = settings["dataset_settings"]["training"]
     seed = settings["seed"]
     total_epochs = training["frozen_epochs"] + training["finetune_epochs"]
-    identity = settings_hash(settings)
+    identity = settings_hash(settings if backbone is None else {**settings, "backbone_sha256": file_sha256(backbone)})
 
     torch.manual_seed(seed)
     prepared = PreparedDataset(prepared_dir)
-    model = model_for(settings, prepared).to(device)
+    model = model_for(settings, prepared)
+    if backbone is not None:
+        load_backbone(model.image_encoder, backbone)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
@@ -207,11 +225,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prepared", required=True, help="a folder written by the prepare rule")
     parser.add_argument("--run-dir", required=True, help="where the checkpoint, weights and logs go")
-    parser.add_argument("--settings", required=True, help="the run's settings as JSON (the workflow writes them)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    train(args.prepared, args.run_dir, json.loads(args.settings), args.threads)
+    parser.add_argument("--backbone", default=None, help="a pretrained image backbone (safetensors) to start from")
+    add_stage_arguments(parser, "the run's settings as JSON (the workflow writes them)")
+    args, settings = parse_stage_arguments(parser, argv)
+    train(args.prepared, args.run_dir, settings, args.threads, backbone=args.backbone)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from models.pcme import (
+    UncertaintyHead,
     kl_to_standard_normal,
     match_probability,
     sample_embeddings,
@@ -90,3 +91,12 @@ def test_samples_are_mean_plus_scaled_noise():
     assert draws.shape == (4, 5, 3) and torch.equal(draws, again)
     eps = torch.randn((4, 5, 3), generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(draws, 0.5 * eps)
+
+
+def test_init_log_sigma_sets_where_sigma_starts():
+    torch.manual_seed(0)
+    head = UncertaintyHead(global_dim=6, local_dim=4, embed_dim=8, init_log_sigma=-5.0)
+    zeros = head(torch.zeros(3, 6), torch.zeros(3, 2, 4), torch.ones(3, 2, dtype=torch.bool))
+    torch.testing.assert_close(zeros, torch.full((3, 8), -5.0))
+    default = UncertaintyHead(global_dim=6, local_dim=4, embed_dim=8)  # PyTorch's initialisation: biases near 0
+    assert default.global_fc.bias.abs().max() < 1

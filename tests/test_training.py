@@ -23,7 +23,7 @@ CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 def tiny_settings(method: str, dataset: str = "synthetic-coco", epochs: int = 2) -> dict:
     data = copy.deepcopy(CONFIG["dataset_settings"][dataset])
     data["embed_dim"] = 16
-    data["training"].update(input_size=32, finetune_epochs=epochs, batch_size=8)
+    data["training"].update(input_size=32, frozen_epochs=0, finetune_epochs=epochs, batch_size=8)
     return {
         "dataset": dataset,
         "method": method,

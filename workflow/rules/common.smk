@@ -112,7 +112,8 @@ def run_settings(wildcards):
             "method": wildcards.method,
             "seed": int(wildcards.seed),
             "device": config["device"],
-            "dataset_settings": dataset_settings(wildcards.dataset),
+            # how many threads a job uses is not part of its recipe: changing it reruns nothing
+            "dataset_settings": {k: v for k, v in dataset_settings(wildcards.dataset).items() if k != "threads"},
             "method_settings": config["method_settings"][wildcards.method],
         },
         sort_keys=True,
@@ -121,6 +122,46 @@ def run_settings(wildcards):
 
 def dataset_settings(name):
     return config["dataset_settings"][name]
+
+
+def core_claim(wildcards):
+    """The cores a torch job (train, embed, evaluate) claims from the scheduler.
+
+    Its dataset's `threads` setting, else all of --cores. A claim below --cores is scaled by
+    --cores / this machine's CPUs, so that no more torch threads run at once than there are CPUs:
+    `--cores 8` on two CPUs would otherwise start eight one-thread jobs on two cores.
+    """
+    threads = dataset_settings(wildcards.dataset).get("threads")
+    if not threads:
+        return TORCH_THREADS
+    return min(TORCH_THREADS, threads * max(1, TORCH_THREADS // (os.cpu_count() or 1)))
+
+
+def torch_threads(wildcards, threads):
+    """The torch threads a job runs with: its dataset's `threads` setting, else what it was given.
+    A resource, not a param: params trigger reruns, and a new --cores must not rerun anything."""
+    return dataset_settings(wildcards.dataset).get("threads") or threads
+
+
+def pretrain_settings(synthetic):
+    """What the pretrain stage of a synthetic dataset depends on, and nothing else: editing the
+    training schedule must not redraw and retrain the backbone."""
+    data = dataset_settings(synthetic)
+    return {
+        "pretraining": data["pretraining"],
+        "image_size": data["generator"]["image_size"],
+        "input_size": data["training"]["input_size"],
+        "flip": data["training"]["augment"] == "flip",
+    }
+
+
+def pretrained_backbone(wildcards):
+    """{"backbone": path} where the run starts from the pretrain stage's weights (small-cnn with
+    training.pretrained), else nothing; resnet encoders load ImageNet weights themselves."""
+    data = dataset_settings(wildcards.dataset)
+    if data["image_encoder"] == "small-cnn" and data["training"]["pretrained"]:
+        return {"backbone": str(WORK / "pretrained" / wildcards.dataset / "backbone.safetensors")}
+    return {}
 
 
 def prepared_datasets():

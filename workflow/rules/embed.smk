@@ -14,11 +14,12 @@ rule embed:
         f"{RUN_DIR}/embed.benchmark.tsv"
     conda:
         CONDA_ENV
-    threads: TORCH_THREADS
+    threads: core_claim
     resources:
+        torch_threads=torch_threads,
         gpu=gpus,
     params:
         device=config["device"],
     shell:
         "python -m pcmebench.embed --prepared {input.prepared} --checkpoint {input.checkpoint}"
-        " --output {output.embeddings} --threads {threads} --device {params.device} > {log} 2>&1"
+        " --output {output.embeddings} --threads {resources.torch_threads} --device {params.device} > {log} 2>&1"

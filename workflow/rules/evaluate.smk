@@ -18,8 +18,9 @@ rule evaluate:
         f"{RUN_DIR}/evaluate.benchmark.tsv"
     conda:
         CONDA_ENV
-    threads: TORCH_THREADS
+    threads: core_claim
     resources:
+        torch_threads=torch_threads,
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         settings=run_settings,
@@ -28,4 +29,4 @@ rule evaluate:
         "python -m pcmebench.evaluate --prepared {input.prepared} --embeddings {input.embeddings}"
         " --metrics {output.metrics} --per-query {output.per_query} --queries {output.queries}"
         " --uncertainty {output.uncertainty} --uncertainty-summary {output.uncertainty_summary}"
-        " --settings {params.settings:q} --threads {threads} --device {params.device} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {resources.torch_threads} --device {params.device} > {log} 2>&1"

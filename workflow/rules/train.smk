@@ -5,6 +5,7 @@
 
 rule train:
     input:
+        unpack(pretrained_backbone),
         prepared=WORK / "prepared" / "{dataset}",
     output:
         checkpoint=f"{RUN_DIR}/model.safetensors",
@@ -16,12 +17,14 @@ rule train:
         f"{RUN_DIR}/train.benchmark.tsv"
     conda:
         CONDA_ENV
-    threads: TORCH_THREADS
+    threads: core_claim
     resources:
+        torch_threads=torch_threads,
         gpu=gpus,
     params:
         settings=run_settings,
         run_dir=RUN_DIR,
+        backbone=lambda wildcards, input: f"--backbone {input.backbone}" if "backbone" in input.keys() else "",
     shell:
-        "python -m pcmebench.train --prepared {input.prepared} --run-dir {params.run_dir}"
-        " --threads {threads} --settings {params.settings:q} > {log} 2>&1"
+        "python -m pcmebench.train --prepared {input.prepared} --run-dir {params.run_dir} {params.backbone}"
+        " --threads {resources.torch_threads} --settings {params.settings:q} > {log} 2>&1"
