@@ -17,7 +17,7 @@ IMAGE_ENCODERS = ("small-cnn", "resnet50", "resnet152")
 
 
 class SmallCNN(nn.Module):
-    """Four stride-2 conv blocks trained from scratch, for the synthetic datasets.
+    """Four stride-2 conv blocks for the synthetic datasets (pretrained by ``pcmebench.pretrain``).
 
     Two coordinate channels join the RGB input (CoordConv, Liu et al. 2018) so
     features can say where a thing is ("left of", "at the top") and still be
@@ -64,7 +64,8 @@ class ResNetBackbone(nn.Module):
 
 
 def build_image_encoder(name: str, pretrained: bool) -> nn.Module:
-    """``small-cnn`` (from scratch) or ``resnet50``/``resnet152`` (ImageNet weights when ``pretrained``)."""
+    """``small-cnn`` (random weights; the trainer loads the pretrain stage's) or ``resnet50``/``resnet152``
+    (ImageNet weights when ``pretrained``)."""
     if name == "small-cnn":
         return SmallCNN()
     if name in ("resnet50", "resnet152"):

@@ -35,10 +35,11 @@ def hinge_triplet_loss(similarity: torch.Tensor, match: torch.Tensor, margin: fl
 class HardestNegativeSchedule:
     """Whether a loss takes only the hardest negative now.
 
-    Hardest-negative losses collapse (every similarity equal) when the encoders
-    start from random weights, as on the synthetic datasets; the papers always
-    started from ImageNet features. ``warmup_epochs`` > 0 sums over all negatives
-    for that many epochs first; 0 is the published recipe.
+    Hardest-negative losses collapse (every similarity equal) when the heads start
+    from random weights on a short schedule, as on the synthetic datasets; the papers
+    trained for tens of epochs at 2e-4. ``warmup_epochs`` > 0 sums over all negatives
+    for that many epochs first (the synthetic presets: the frozen phase); 0 is the
+    published recipe.
     """
 
     def __init__(self, hardest: bool, warmup_epochs: int):
