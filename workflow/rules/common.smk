@@ -80,6 +80,14 @@ for _kind in ("dataset", "method"):
                 f"settings exist for {sorted(config[f'{_kind}_settings'])}"
             )
 
+for _name in config["datasets"]:
+    _data = config["dataset_settings"][_name]
+    if _data["image_encoder"] == "small-cnn" and _data["training"]["pretrained"] and _name not in SYNTHETIC_FORMAT:
+        raise WorkflowError(
+            f"config: dataset_settings.{_name}: a pretrained small-cnn exists only for the synthetic datasets "
+            f"(the pretrain stage draws their worlds); set training.pretrained: false, or use resnet50 or resnet152"
+        )
+
 DATA_ROOT = Path(config["data_root"])
 WORK = Path(config["work_dir"])
 RESULTS = Path("results")
@@ -87,8 +95,9 @@ LAYOUTS = {"coco": CocoLayout, "cub": CubLayout}
 
 # A torch job uses every core it is given; several on the same cores slow each other down far
 # more than they gain (measured: 4 trainings x 2 threads on 2 cores ran ~15x slower each). So
-# compute jobs claim the whole --cores budget and run one at a time on a local machine; the
-# scripts cap torch's threads at the cores that exist.
+# compute jobs claim the whole --cores budget and run one at a time on a local machine, unless
+# their dataset's `threads` setting asks for fewer (core_claim); the scripts cap torch's threads
+# at the cores that exist.
 TORCH_THREADS = max(1, workflow.cores or 1)
 RUN_DIR = str(WORK / "runs" / "{dataset}" / "{method}" / "seed{seed}")
 RESULT_TABLES = [str(RESULTS / f"{table}.csv") for table in ("metrics", "summary", "uncertainty", "uncertainty_summary", "runs")]
