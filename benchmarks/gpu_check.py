@@ -32,24 +32,17 @@ sys.path.insert(0, str(REPO))
 
 from pcmebench.embed import export
 from pcmebench.evaluate import evaluate_run
+from pcmebench.runs import merge_config
 from pcmebench.train import train
 
 METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
 OWN_SCORING = {"vse0": "cosine", "vsepp": "cosine", "pvse-k1": "max-cosine", "pvse-k2": "max-cosine", "pcme": "match-prob"}
 
 
-def merged(base: dict, update: dict) -> dict:
-    """``update`` merged into ``base`` key by key, as Snakemake merges --configfile."""
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return out
-
-
 def run_settings(config: dict, dataset: str, method: str, device: str, epochs: int) -> dict:
     """A run's settings as the workflow's run_settings writes them, with ``epochs`` per phase."""
     data = {k: v for k, v in config["dataset_settings"][dataset].items() if k != "threads"}
-    data = merged(data, {"training": {"frozen_epochs": epochs, "finetune_epochs": epochs}})
+    data = merge_config(data, {"training": {"frozen_epochs": epochs, "finetune_epochs": epochs}})
     methods = config["method_settings"][method]
     if "warmup_epochs" in methods:
         methods = {**methods, "warmup_epochs": epochs}  # the warm-up is the frozen phase, as in the presets
@@ -66,7 +59,7 @@ def run_settings(config: dict, dataset: str, method: str, device: str, epochs: i
 def check(args) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for extra in args.configfile:
-        config = merged(config, yaml.safe_load(Path(extra).read_text()))
+        config = merge_config(config, yaml.safe_load(Path(extra).read_text()))
     work = Path(args.work)
     prepared = work / "prepared" / args.dataset
     backbone = work / "pretrained" / args.dataset / "backbone.safetensors"

@@ -49,6 +49,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def merge_config(base: dict, update: dict) -> dict:
+    """``update`` merged into ``base`` key by key (nested mappings merge, other values replace), as
+    Snakemake merges a --configfile over the workflow's config; neither input changes."""
+    merged = dict(base)
+    for key, value in update.items():
+        both_mappings = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = merge_config(base[key], value) if both_mappings else value
+    return merged
+
+
 def settings_hash(settings: dict) -> str:
     """A short hash of the settings that define a run (device excluded: it does not change the recipe)."""
     recipe = {k: v for k, v in settings.items() if k != "device"}

@@ -12,7 +12,7 @@ from corpora.batches import CaptionPairs, collate_pairs, image_transform
 from corpora.prepared import PreparedDataset
 from models import CrossModalModel
 from pcmebench.embed import export
-from pcmebench.runs import model_for
+from pcmebench.runs import merge_config, model_for
 from pcmebench.train import CHECKPOINT, NonFiniteLossError, train
 from tests.conftest import REPO
 
@@ -159,3 +159,10 @@ def test_embedding_export(method, keys, k, prepared, tmp_path):
         assert tensors["image_samples"].shape == (n_images, 7, 16)
         export(prepared, tmp_path / "model.safetensors", tmp_path / "again.safetensors")
         assert torch.equal(load_file(tmp_path / "again.safetensors")["caption_samples"], tensors["caption_samples"])
+
+
+def test_merge_config_merges_nested_mappings_and_leaves_its_inputs():
+    base = {"a": {"b": 1, "c": {"d": 2}}, "e": [1]}
+    update = {"a": {"c": {"d": 3}, "f": 4}, "e": [2]}
+    assert merge_config(base, update) == {"a": {"b": 1, "c": {"d": 3}, "f": 4}, "e": [2]}
+    assert base == {"a": {"b": 1, "c": {"d": 2}}, "e": [1]} and update == {"a": {"c": {"d": 3}, "f": 4}, "e": [2]}

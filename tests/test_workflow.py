@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pcmebench import aggregate as agg
+from pcmebench.runs import merge_config
 from tests.conftest import REPO
 
 SMOKE = ("--configfile", "config/smoke.yaml")
@@ -246,15 +247,8 @@ def built(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def smoke_config(built) -> dict:
     """config.yaml with smoke.yaml merged over it, key by key, as Snakemake merges --configfile."""
-
-    def merge(base: dict, update: dict) -> dict:
-        merged = dict(base)
-        for key, value in update.items():
-            merged[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-        return merged
-
     config = yaml.safe_load((built / "config" / "config.yaml").read_text())
-    return merge(config, yaml.safe_load((built / "config" / "smoke.yaml").read_text()))
+    return merge_config(config, yaml.safe_load((built / "config" / "smoke.yaml").read_text()))
 
 
 def test_every_result_table_has_its_schema(built):
