@@ -22,16 +22,15 @@ import warnings
 
 import numpy as np
 
-from metrics.ranking import ExcludedQueriesWarning, check_binary, check_chunk_size, check_scores, hits_in_top, query_chunks
-
-
-def _check_zetas(zetas) -> tuple[int, ...]:
-    zetas = tuple(zetas)
-    if not zetas or any(isinstance(z, bool) or not isinstance(z, (int, np.integer)) or z < 0 for z in zetas):
-        raise ValueError(f"zetas: expected a non-empty sequence of non-negative integers, got {zetas!r}")
-    if len(set(zetas)) != len(zetas):
-        raise ValueError(f"zetas: repeated values in {zetas!r}")
-    return tuple(int(z) for z in zetas)
+from metrics.ranking import (
+    ExcludedQueriesWarning,
+    check_binary,
+    check_chunk_size,
+    check_int_sequence,
+    check_scores,
+    hits_in_top,
+    query_chunks,
+)
 
 
 def _check_labels(query_labels, gallery_labels, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +101,7 @@ def pmrp_per_query(scores, query_labels, gallery_labels, zetas=(0, 1, 2), chunk_
     """
     scores = check_scores(scores)
     query_labels, gallery_labels = _check_labels(query_labels, gallery_labels, scores.shape)
-    zetas = _check_zetas(zetas)
+    zetas = check_int_sequence(zetas, "zetas", minimum=0)
     check_chunk_size(chunk_size)
     n_queries = scores.shape[0]
     per_zeta = {z: np.full(n_queries, np.nan) for z in zetas}
@@ -155,7 +154,7 @@ def pmrp(scores, query_labels, gallery_labels, zetas=(0, 1, 2), chunk_size: int 
     n_queries = len(per_query["PMRP"])
     unlabeled = n_queries - int(check_binary(query_labels, "query_labels").any(axis=1).sum())
     result, exclusions = {}, {}
-    for z in _check_zetas(zetas):
+    for z in check_int_sequence(zetas, "zetas", minimum=0):
         values = per_query[f"PMRP@{z}"]
         defined = ~np.isnan(values)
         excluded = n_queries - int(defined.sum())

@@ -82,6 +82,17 @@ def check_binary(matrix, name: str, shape: tuple[int, ...] | None = None, ndim: 
     return array.astype(bool)
 
 
+def check_int_sequence(values, name: str, minimum: int) -> tuple[int, ...]:
+    """A non-empty sequence of distinct integers >= ``minimum`` (bools refused), as plain ints."""
+    values = tuple(values)
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in values):
+        kind = {0: "non-negative", 1: "positive"}.get(minimum, f">= {minimum}")
+        raise ValueError(f"{name}: expected a non-empty sequence of {kind} integers, got {values!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}: repeated values in {values!r}")
+    return tuple(int(v) for v in values)
+
+
 def check_chunk_size(chunk_size: int | None) -> None:
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from metrics.ranking import check_binary, check_chunk_size, check_scores, query_chunks, ranks_of_items, row_counts, warn_excluded
-
-
-def _check_ks(ks) -> tuple[int, ...]:
-    ks = tuple(ks)
-    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-        raise ValueError(f"ks: expected a non-empty sequence of positive integers, got {ks!r}")
-    if len(set(ks)) != len(ks):
-        raise ValueError(f"ks: repeated values in {ks!r}")
-    return tuple(int(k) for k in ks)
+from metrics.ranking import (
+    check_binary,
+    check_chunk_size,
+    check_int_sequence,
+    check_scores,
+    query_chunks,
+    ranks_of_items,
+    row_counts,
+    warn_excluded,
+)
 
 
 def retrieval_per_query(scores, positives, ks=(1, 5, 10), chunk_size: int | None = None) -> dict[str, np.ndarray]:
@@ -41,7 +41,7 @@ def retrieval_per_query(scores, positives, ks=(1, 5, 10), chunk_size: int | None
     """
     scores = check_scores(scores)
     positives = check_binary(positives, "positives", shape=scores.shape)
-    ks = _check_ks(ks)
+    ks = check_int_sequence(ks, "ks", minimum=1)
     check_chunk_size(chunk_size)
     n_queries, n_gallery = scores.shape
     first_rank = np.full(n_queries, np.nan)
@@ -85,7 +85,7 @@ def recall_at_k(scores, positives, ks=(1, 5, 10), chunk_size: int | None = None)
     Returns {"R@1": ..., "R@5": ..., "R@10": ...} for the default ``ks``. Ranks: descending score, ties
     by lower gallery index. Queries without a positive are excluded (ExcludedQueriesWarning with their count).
     """
-    ks = _check_ks(ks)
+    ks = check_int_sequence(ks, "ks", minimum=1)
     per_query = retrieval_per_query(scores, positives, ks=ks, chunk_size=chunk_size)
     return _mean_over_queries(per_query, [f"R@{k}" for k in ks], "recall_at_k")
 

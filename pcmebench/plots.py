@@ -199,6 +199,24 @@ def say_no_data(axes, message: str) -> None:
     axes.set_yticks([])
 
 
+def direction_panels(figure, rows: pd.DataFrame, missing: str) -> tuple[list, list[tuple]]:
+    """One titled panel per direction, side by side with a shared y axis.
+
+    Returns the panels and (axes, that direction's rows) for each panel with rows;
+    a panel without any says why (``missing``, its ``{direction}`` filled in).
+    """
+    panels = figure.subplots(1, len(DIRECTIONS), sharey=True, squeeze=False)[0]
+    filled = []
+    for axes, (direction, direction_label) in zip(panels, DIRECTIONS.items(), strict=True):
+        axes.set_title(direction_label)
+        here = rows[rows["direction"] == direction]
+        if here.empty:
+            say_no_data(axes, missing.format(direction=direction))
+        else:
+            filled.append((axes, here))
+    return panels, filled
+
+
 def save(figure, out: Path, dataset: str, name: str) -> list[Path]:
     """Write the figure as PNG and PDF; metadata without dates, so the same data gives the same bytes."""
     written = []
@@ -235,15 +253,12 @@ def plot_retrieval(summary: pd.DataFrame, dataset: str, methods: list[str]):
     rows = rows[rows["method"].isin(methods)]
     series = method_series(methods, set(zip(rows["method"], rows["scoring"], strict=True)))
     figure = new_figure(11, 4.2)
-    panels = figure.subplots(1, len(DIRECTIONS), sharey=True, squeeze=False)[0]
     figure.suptitle(f"{dataset}: retrieval, {protocol} protocol (mean over seeds, 95% bootstrap interval)")
     width = 0.8 / max(len(series), 1)
-    for axes, (direction, direction_label) in zip(panels, DIRECTIONS.items(), strict=True):
-        axes.set_title(direction_label)
-        cells = rows[rows["direction"] == direction].set_index(["method", "scoring", "metric"])
-        if cells.empty:
-            say_no_data(axes, f"summary.csv has no {protocol} {direction} rows of {', '.join(RETRIEVAL_METRICS)} for {dataset}")
-            continue
+    missing = f"summary.csv has no {protocol} {{direction}} rows of {', '.join(RETRIEVAL_METRICS)} for {dataset}"
+    panels, filled = direction_panels(figure, rows, missing)
+    for axes, here in filled:
+        cells = here.set_index(["method", "scoring", "metric"])
         for index, (method, scoring, primary) in enumerate(series):
             keys = [(method, scoring, metric) for metric in RETRIEVAL_METRICS]
             means = np.array([cells["mean"].get(k, np.nan) for k in keys], dtype=float)
@@ -287,14 +302,10 @@ def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[st
     if "pcme" in methods:
         bars.append(("pcme", "auroc_u", "PCME\nσ (u)"))
     figure = new_figure(max(6, 0.95 * len(bars) * len(DIRECTIONS)), 4)
-    panels = figure.subplots(1, len(DIRECTIONS), sharey=True, squeeze=False)[0]
     figure.suptitle(f"{dataset}: how well each signal predicts an R@1 failure ({protocol}; dots: seeds; dashed: chance)")
-    for axes, (direction, direction_label) in zip(panels, DIRECTIONS.items(), strict=True):
-        axes.set_title(direction_label)
-        here = rows[rows["direction"] == direction]
-        if here.empty:
-            say_no_data(axes, f"uncertainty_summary.csv has no {protocol} {direction} rows for {dataset}")
-            continue
+    missing = f"uncertainty_summary.csv has no {protocol} {{direction}} rows for {dataset}"
+    panels, filled = direction_panels(figure, rows, missing)
+    for axes, here in filled:
         for index, (method, statistic, _) in enumerate(bars):
             values = here[
                 (here["method"] == method) & (here["scoring"] == PRIMARY_SCORING[method]) & (here["statistic"] == statistic)
@@ -325,15 +336,11 @@ def plot_uncertainty_bins(uncertainty: pd.DataFrame, dataset: str):
         & (uncertainty["scoring"] == PRIMARY_SCORING["pcme"])
     ]
     figure = new_figure(10, 4.2)
-    panels = figure.subplots(1, len(DIRECTIONS), sharey=True, squeeze=False)[0]
     figure.suptitle(f"{dataset}: PCME retrieval per σ bin ({PRIMARY_SCORING['pcme']} scoring; thin lines: seeds)")
     colors = dict(zip(protocols, (METHOD_COLORS["pcme"], "#333333"), strict=False))
-    for axes, (direction, direction_label) in zip(panels, DIRECTIONS.items(), strict=True):
-        axes.set_title(direction_label)
-        here = rows[rows["direction"] == direction]
-        if here.empty:
-            say_no_data(axes, f"uncertainty.csv has no PCME {'/'.join(protocols)} {direction} bins for {dataset}")
-            continue
+    missing = f"uncertainty.csv has no PCME {'/'.join(protocols)} {{direction}} bins for {dataset}"
+    panels, filled = direction_panels(figure, rows, missing)
+    for axes, here in filled:
         for protocol in protocols:
             metrics = sorted(here.loc[here["protocol"] == protocol, "metric"].unique(), key=lambda m: (m != "R@1", m))
             for metric, style in zip(metrics, ("-o", "--s", ":^"), strict=False):
