@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torchvision.transforms import v2 as T
 
@@ -164,15 +164,6 @@ def pretrain(dataset: str, settings: dict, output, threads: int | None = None) -
     atomic_write(output, lambda path: save_file(weights, str(path), metadata=metadata))
     atomic_write(output.with_suffix(".json"), lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
     return record
-
-
-def load_backbone(encoder: nn.Module, path) -> None:
-    """Load a pretrained backbone (safetensors: no pickle) into ``encoder``; every weight must match."""
-    state = load_file(str(path))
-    try:
-        encoder.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(f"{path} does not fit this image encoder: {error}") from None
 
 
 def main(argv=None) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 
 import torch
+from safetensors.torch import load_file
 
 from corpora import dataset_format
 from corpora.prepared import PreparedDataset
@@ -72,6 +73,15 @@ def file_sha256(path) -> str:
         while block := file.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def load_backbone(encoder: torch.nn.Module, path) -> None:
+    """Load a pretrained backbone (safetensors: no pickle) into ``encoder``; every weight must match."""
+    state = load_file(str(path))
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not fit this image encoder: {error}") from None
 
 
 def model_for(settings: dict, prepared: PreparedDataset, pretrained: bool = True) -> CrossModalModel:

@@ -34,12 +34,12 @@ from tqdm import tqdm
 
 from corpora.batches import CaptionPairs, OnePerClassBatches, collate_pairs, image_transform
 from corpora.prepared import PreparedDataset
-from pcmebench.pretrain import load_backbone
 from pcmebench.runs import (
     add_stage_arguments,
     atomic_write,
     code_version,
     file_sha256,
+    load_backbone,
     model_for,
     parse_stage_arguments,
     resolve_device,

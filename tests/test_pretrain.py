@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from corpora.synthetic.birds import PARTS
 from corpora.synthetic.scenes import COLOURS, GRID, SHAPES, SIZES
 from models.encoders import SmallCNN
-from pcmebench.pretrain import bird_labels, draw_labelled, load_backbone, pretrain, scene_labels
+from pcmebench.pretrain import bird_labels, draw_labelled, pretrain, scene_labels
+from pcmebench.runs import load_backbone
 from pcmebench.train import CHECKPOINT, train
 from tests.test_training import tiny_settings
 
