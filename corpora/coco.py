@@ -19,16 +19,15 @@ wide on COCO (its category ids run to 90), as the PCME benchmark does for PMRP.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from corpora.corpus import CaptionSplit, multi_hot
 from corpora.errors import DataError
-from corpora.images import check_image
+from corpora.images import verify_images
+from corpora.readers import read_json, read_npy
 from corpora.text import tokenize
 
 COCO_SPLITS = ("train", "restval", "dev", "test")
@@ -66,36 +65,41 @@ class CocoLayout:
         ]
 
 
-def read_json(path: Path, keys: tuple[str, ...] = ()) -> dict | list:
-    """A JSON document (an object with ``keys`` at its top level, when given), or a DataError naming the file."""
-    if not path.is_file():
-        raise DataError(path, "file", "not found")
+def _field(record: dict, key: str, path: Path, position: int, kind: type = object):
+    """``record[key]``, as ``kind`` (int or str) where given; a DataError names the file and the entry."""
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(path, "file", f"not valid JSON ({error})") from None
-    for key in keys:
-        if not isinstance(content, dict) or key not in content:
-            raise DataError(path, "top level", f"has no {key!r} list (not a COCO annotation file?)")
-    return content
-
-
-def _field(record: dict, key: str, path: Path, position: int):
-    try:
-        return record[key]
+        value = record[key]
     except (KeyError, TypeError):
         raise DataError(path, f"entry #{position} {str(record)[:80]}", f"has no {key!r}") from None
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().lstrip("+-").isdigit():
+            raise DataError(path, f"entry #{position} {str(record)[:80]}", f"{key!r} is not an integer: {value!r}")
+        return int(value)
+    if kind is str and not isinstance(value, str):
+        raise DataError(path, f"entry #{position} {str(record)[:80]}", f"{key!r} is not text: {value!r}")
+    return value
+
+
+def _records(content: dict, key: str, path: Path) -> list:
+    """The list under ``key`` of an annotation file."""
+    records = content[key]
+    if not isinstance(records, list):
+        raise DataError(path, key, f"expected a list, found {type(records).__name__}")
+    return records
 
 
 def _read_captions(layout: CocoLayout, source: str):
     """caption id -> (image id, caption) and image id -> file name, for one source."""
     path = layout.captions_json(source)
     content = read_json(path, ("images", "annotations"))
-    files = {int(_field(im, "id", path, i)): str(_field(im, "file_name", path, i)) for i, im in enumerate(content["images"])}
+    files = {
+        _field(im, "id", path, i, int): _field(im, "file_name", path, i, str)
+        for i, im in enumerate(_records(content, "images", path))
+    }
     captions = {}
-    for i, ann in enumerate(content["annotations"]):
-        caption_id = int(_field(ann, "id", path, i))
-        image_id = int(_field(ann, "image_id", path, i))
+    for i, ann in enumerate(_records(content, "annotations", path)):
+        caption_id = _field(ann, "id", path, i, int)
+        image_id = _field(ann, "image_id", path, i, int)
         caption = _field(ann, "caption", path, i)
         if image_id not in files:
             raise DataError(path, f"caption id {caption_id}", f"its image id {image_id} is not in 'images'")
@@ -107,24 +111,24 @@ def _read_instance_labels(layout: CocoLayout, source: str):
     """image id -> sorted category indices (category_id - 1), and the label width."""
     path = layout.instances_json(source)
     content = read_json(path, ("images", "annotations", "categories"))
-    category_ids = {int(_field(c, "id", path, i)) for i, c in enumerate(content["categories"])}
+    category_ids = {_field(c, "id", path, i, int) for i, c in enumerate(_records(content, "categories", path))}
     if not category_ids or min(category_ids) < 1:
         raise DataError(path, "categories", "category ids must be positive integers")
     labels: dict[int, set[int]] = {}
-    for i, ann in enumerate(content["annotations"]):
-        category = int(_field(ann, "category_id", path, i))
+    for i, ann in enumerate(_records(content, "annotations", path)):
+        category = _field(ann, "category_id", path, i, int)
         if category not in category_ids:
             raise DataError(path, f"annotation id {ann.get('id')}", f"category_id {category} is not among the categories")
-        labels.setdefault(int(_field(ann, "image_id", path, i)), set()).add(category - 1)
+        labels.setdefault(_field(ann, "image_id", path, i, int), set()).add(category - 1)
     return {image: sorted(cats) for image, cats in labels.items()}, max(category_ids)
 
 
-def load_coco(root: str | Path, splits=COCO_SPLITS, check_images: bool = True) -> dict[str, CaptionSplit]:
+def load_coco(root: str | Path, splits=COCO_SPLITS, check_images: bool = True, workers: int = 1) -> dict[str, CaptionSplit]:
     """Read ``splits`` of a COCO-format dataset under ``root``.
 
     Captions keep the order of the split file; images are numbered in the order
     their first caption appears. With ``check_images`` every image file must
-    exist and have a readable header. Any inconsistency raises a DataError
+    exist and decode to its last byte (checked on ``workers`` processes). Any inconsistency raises a DataError
     naming the file and the item.
     """
     layout = CocoLayout(Path(root))
@@ -135,26 +139,20 @@ def load_coco(root: str | Path, splits=COCO_SPLITS, check_images: bool = True) -
     captions = {source: _read_captions(layout, source) for source in sources}
     instance_labels = {source: _read_instance_labels(layout, source) for source in sources}
     width = max(w for _, w in instance_labels.values())
-    return {
-        split: _assemble_split(
-            layout, split, captions[SPLIT_SOURCE[split]], instance_labels[SPLIT_SOURCE[split]][0], width, check_images
-        )
+    result = {
+        split: _assemble_split(layout, split, captions[SPLIT_SOURCE[split]], instance_labels[SPLIT_SOURCE[split]][0], width)
         for split in splits
     }
+    if check_images:
+        verify_images([item for split in result.values() for item in split.image_items()], workers)
+    return result
 
 
-def _assemble_split(layout, split, source_captions, image_labels, width, check_images) -> CaptionSplit:
+def _assemble_split(layout, split, source_captions, image_labels, width) -> CaptionSplit:
     source = SPLIT_SOURCE[split]
     caption_index, image_files = source_captions
     ids_path = layout.split_ids(split)
-    if not ids_path.is_file():
-        raise DataError(ids_path, "file", "not found")
-    try:
-        caption_ids = np.load(ids_path, allow_pickle=False)
-    except ValueError as error:
-        raise DataError(ids_path, "file", f"not a numeric .npy array ({error})") from None
-    if caption_ids.ndim != 1 or not np.issubdtype(caption_ids.dtype, np.integer):
-        raise DataError(ids_path, "file", f"expected a 1-D integer array, found {caption_ids.dtype} {caption_ids.shape}")
+    caption_ids = read_npy(ids_path, ndim=1, kind="i")
     if len(caption_ids) == 0:
         raise DataError(ids_path, "file", "lists no caption ids")
     seen: set[int] = set()
@@ -175,8 +173,5 @@ def _assemble_split(layout, split, source_captions, image_labels, width, check_i
     captions = pd.DataFrame(rows, columns=["caption_id", "image_id", "image_index", "caption"])
     image_ids = list(image_index)
     images = pd.DataFrame({"image_id": image_ids, "image_file": [f"images/{source}/{image_files[i]}" for i in image_ids]})
-    if check_images:
-        for image_id, image_file in zip(image_ids, images["image_file"]):
-            check_image(layout.root / image_file, f"image id {image_id} of split {split!r}")
     labels = multi_hot([image_labels.get(i, []) for i in image_ids], width)
     return CaptionSplit("coco", split, layout.root, images, captions, labels)

@@ -32,6 +32,13 @@ class CaptionSplit:
         if len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.labels)} label rows for {len(self.images)} images")
 
+    def image_items(self) -> list[tuple[Path, str]]:
+        """(file, "image id N of split S") of every image, for checks that name the item."""
+        return [
+            (self.root / file, f"image id {image_id} of split {self.split!r}")
+            for image_id, file in zip(self.images["image_id"], self.images["image_file"], strict=True)
+        ]
+
     @property
     def captions_per_image(self) -> np.ndarray:
         return np.bincount(self.captions["image_index"].to_numpy(), minlength=len(self.images))

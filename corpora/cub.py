@@ -24,7 +24,7 @@ import pandas as pd
 
 from corpora.corpus import CaptionSplit, multi_hot
 from corpora.errors import DataError
-from corpora.images import check_image
+from corpora.images import verify_images
 from corpora.text import tokenize
 
 CUB_SPLITS = ("train", "test")
@@ -106,9 +106,13 @@ def read_captions(path: Path, item: str, expected: int | None) -> list[str]:
 
 
 def load_cub(
-    root: str | Path, splits=CUB_SPLITS, check_images: bool = True, captions_per_image: int | None = 10
+    root: str | Path, splits=CUB_SPLITS, check_images: bool = True, captions_per_image: int | None = 10, workers: int = 1
 ) -> dict[str, CaptionSplit]:
-    """Read ``splits`` of a CUB-format dataset under ``root``; images in image-id order."""
+    """Read ``splits`` of a CUB-format dataset under ``root``; images in image-id order.
+
+    With ``check_images`` every image file must exist and decode to its last byte (checked on
+    ``workers`` processes).
+    """
     layout = CubLayout(Path(root))
     unknown = set(splits) - set(CUB_SPLITS)
     if unknown:
@@ -161,8 +165,6 @@ def load_cub(
         for index, image_id in enumerate(image_ids):
             relative = images[image_id]
             item = f"image id {image_id} ({relative})"
-            if check_images:
-                check_image(layout.image(relative), item)
             class_id = int(image_classes[image_id])
             image_rows.append((image_id, f"images/{relative}", class_id))
             for k, caption in enumerate(read_captions(layout.caption_file(relative), item, captions_per_image)):
@@ -171,4 +173,6 @@ def load_cub(
         labels = multi_hot([[c - 1] for c in frame["class_id"]], width)
         captions = pd.DataFrame(caption_rows, columns=["caption_id", "image_id", "image_index", "caption"])
         result[split] = CaptionSplit("cub", split, layout.root, frame, captions, labels)
+    if check_images:
+        verify_images([item for split in result.values() for item in split.image_items()], workers)
     return result

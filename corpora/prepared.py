@@ -3,18 +3,25 @@
 ``prepare_dataset`` reads a raw COCO- or CUB-format dataset through the shared
 loaders and writes, under ``out_dir``::
 
-    meta.json                 what was prepared, from where, with which settings
+    meta.json                 what was prepared, from where (relative to this folder), with which
+                              settings, and the SHA-256 of everything else written here
     vocab.json                words of the training captions (``corpora.text``)
     word_vectors.npy          (vocab, word_dim) float32 initial word vectors
     <split>/images/           Arrow: image_id, image_file, labels (label indices), class_id (CUB)
     <split>/captions/         Arrow: caption_id, image_id, image_index, caption, tokens
 
-Images stay files under the raw root and are decoded only when an item is read.
+Images stay files under the raw root and are decoded only when an item is read;
+``prepare_dataset`` decodes each one once, to its last byte, so a truncated file
+stops this stage instead of a training job hours later. ``meta.json`` holds the
+raw root relative to the prepared folder, so a project moved or copied with its
+``data_root`` and ``work_dir`` keeps reading its own images.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +31,9 @@ import numpy as np
 from corpora.coco import COCO_SPLITS, load_coco
 from corpora.corpus import CaptionSplit, multi_hot
 from corpora.cub import CUB_SPLITS, load_cub
+from corpora.errors import DataError
 from corpora.images import load_rgb
+from corpora.readers import read_json, read_npy
 from corpora.text import Vocabulary, word_vectors
 
 LOADERS = {"coco": (load_coco, COCO_SPLITS), "cub": (load_cub, CUB_SPLITS)}
@@ -41,11 +50,13 @@ def prepare_dataset(
     word_vectors_file: str | Path | None = None,
     seed: int = 0,
     check_images: bool = True,
+    workers: int = 1,
 ) -> dict:
     """Read every split of ``raw_root`` (``kind`` "coco" or "cub") and store it under ``out_dir``.
 
-    The vocabulary comes from the captions of ``train_splits`` only. Returns the
-    metadata also written to ``meta.json``.
+    The vocabulary comes from the captions of ``train_splits`` only. With ``check_images``
+    every image is decoded (on ``workers`` processes) and the first bad one is named.
+    Returns the metadata also written to ``meta.json``.
     """
     import datasets as hf  # Hugging Face; imported here so the loaders work without it
 
@@ -60,8 +71,8 @@ def prepare_dataset(
             f"train_splits {train_splits} must be a non-empty subset of {list(all_splits)} "
             f"without the evaluation splits {list(EVALUATION_SPLITS[kind])}"
         )
-    raw_root = Path(raw_root).resolve()
-    splits = load(raw_root, check_images=check_images)
+    raw_root = Path(raw_root)
+    splits = load(raw_root, check_images=check_images, workers=workers)
     vocab = Vocabulary.build((c for s in train_splits for c in splits[s].captions["caption"]), min_word_count)
     vectors, from_glove = word_vectors(vocab, word_dim, seed, word_vectors_file)
 
@@ -77,7 +88,8 @@ def prepare_dataset(
     np.save(staging / "word_vectors.npy", vectors)
     meta = {
         "format": kind,
-        "raw_root": str(raw_root),
+        # relative: the project (data_root and work_dir) can move as a whole
+        "raw_root": os.path.relpath(raw_root.absolute(), out_dir.absolute()),
         "train_splits": list(train_splits),
         "splits": {n: {"images": len(s.images), "captions": len(s.captions)} for n, s in splits.items()},
         "label_width": int(next(iter(splits.values())).labels.shape[1]),
@@ -86,11 +98,29 @@ def prepare_dataset(
         "word_dim": word_dim,
         "word_vectors_file": str(word_vectors_file) if word_vectors_file else None,
         "words_from_word_vectors_file": from_glove,
+        "content_sha256": content_digest(staging),
     }
     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return meta
+
+
+def content_digest(folder: str | Path) -> str:
+    """SHA-256 of every file of a prepared folder but ``meta.json`` (names and bytes, in name order).
+
+    It identifies the prepared data a run trains on: captions, image list, labels, vocabulary
+    and word vectors (not the image pixels, which stay under the raw root).
+    """
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "meta.json"):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as file:
+            while block := file.read(1 << 20):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def _image_table(split: CaptionSplit):
@@ -129,15 +159,28 @@ class PreparedDataset:
         meta_file = self.path / "meta.json"
         if not meta_file.is_file():
             raise FileNotFoundError(f"{self.path} is not a prepared dataset (no meta.json); run the prepare rule")
-        self.meta = json.loads(meta_file.read_text())
+        self.meta = read_json(meta_file, ("format", "raw_root", "splits", "label_width", "train_splits"))
         self.vocab = Vocabulary.load(self.path / "vocab.json")
+
+    @property
+    def raw_root(self) -> Path:
+        """The raw dataset's folder (stored relative to this folder; absolute in older ones)."""
+        return self.path / self.meta["raw_root"]
+
+    @property
+    def content_sha256(self) -> str:
+        """What the prepared data is (``content_digest``); computed for folders that predate it."""
+        return self.meta.get("content_sha256") or content_digest(self.path)
 
     @property
     def split_names(self) -> list[str]:
         return list(self.meta["splits"])
 
     def word_vectors(self) -> np.ndarray:
-        return np.load(self.path / "word_vectors.npy", allow_pickle=False)
+        vectors = read_npy(self.path / "word_vectors.npy", ndim=2, kind="f")
+        if len(vectors) != len(self.vocab):
+            raise DataError(self.path / "word_vectors.npy", "file", f"{len(vectors)} rows for {len(self.vocab)} vocabulary words")
+        return vectors
 
     def split(self, name: str) -> PreparedSplit:
         import datasets as hf
@@ -146,7 +189,7 @@ class PreparedDataset:
             raise KeyError(f"{self.path} has no split {name!r}; it has {self.split_names}")
         return PreparedSplit(
             name,
-            Path(self.meta["raw_root"]),
+            self.raw_root,
             hf.load_from_disk(str(self.path / name / "images")),
             hf.load_from_disk(str(self.path / name / "captions")),
             self.meta["label_width"],

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from corpora.errors import DataError
+from corpora.readers import read_json
 
 TOKEN_PATTERN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
@@ -69,7 +70,10 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
-        return cls(json.loads(Path(path).read_text())["words"])
+        words = read_json(path, ("words",))["words"]
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise DataError(path, "words", "expected a list of words")
+        return cls(words)
 
 
 def word_vectors(vocab: Vocabulary, dim: int, seed: int, glove_path: str | Path | None = None) -> tuple[np.ndarray, int]:

@@ -19,15 +19,15 @@ import json
 import logging
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from corpora.batches import Captions, Images, image_transform, pad_tokens
+from corpora.errors import DataError
 from corpora.prepared import PreparedDataset
 from models.pcme import sample_embeddings
 from pcmebench.logs import log_to_stderr
-from pcmebench.runs import atomic_write, model_for, resolve_device, use_threads
+from pcmebench.runs import model_for, resolve_device, use_threads
+from pcmebench.tensorfiles import metadata_json, read_safetensors, write_safetensors
 
 log = logging.getLogger("pcmebench.embed")
 SAMPLE_SEED = 0
@@ -36,14 +36,27 @@ SAMPLE_SEED = 0
 def load_run(checkpoint, prepared: PreparedDataset, device: str | None = None):
     """The trained model (in eval mode), its settings and its device from a run's ``model.safetensors``.
 
-    ``device`` overrides the run's own setting (auto, cpu, cuda).
+    ``device`` overrides the run's own setting (auto, cpu, cuda). Weights trained on other
+    prepared data (another vocabulary, other splits) are refused with the fix named.
     """
-    with safe_open(str(checkpoint), framework="pt", device="cpu") as f:
-        settings = json.loads(f.metadata()["settings"])
-        weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    fix = "rerun the train rule for this run"
+    weights, metadata = read_safetensors(checkpoint, "a run's weights", fix)
+    settings = metadata_json(checkpoint, metadata, "settings", fix)
+    if "run_identity" in metadata:
+        trained_on = metadata_json(checkpoint, metadata, "run_identity", fix).get("prepared_data")
+        if trained_on != prepared.content_sha256:
+            raise DataError(
+                checkpoint,
+                "a run's weights",
+                f"trained on other prepared data than {prepared.path} (content {trained_on}, now "
+                f"{prepared.content_sha256}): the data was prepared again since; {fix}",
+            )
     run_device = resolve_device(device or settings["device"])
     model = model_for(settings, prepared, pretrained=False)
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise DataError(checkpoint, "a run's weights", f"do not fit the model this code builds ({error}); {fix}") from None
     return model.to(run_device).eval(), settings, run_device
 
 
@@ -82,7 +95,7 @@ def export(prepared_dir, checkpoint, output, split: str = "test", threads: int |
     model, settings, run_device = load_run(checkpoint, prepared, device)
     tensors = embed_split(model, prepared, split, settings, run_device)
     metadata = {"settings": json.dumps(settings, sort_keys=True), "split": split}
-    atomic_write(output, lambda path: save_file(tensors, str(path), metadata=metadata))
+    write_safetensors(output, tensors, metadata)
     log.info("wrote %s: %s", output, {k: tuple(v.shape) for k, v in tensors.items()})
 
 

@@ -269,7 +269,7 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
         )
     run_device = resolve_device(device or settings.get("device", "auto"))
     synthetic = dataset in SYNTHETIC_FORMAT
-    tasks = protocol_tasks(split, dataset, prepared.meta["raw_root"], eccv_data)
+    tasks = protocol_tasks(split, dataset, prepared.raw_root, eccv_data)
     n_queries = {"i2t": split.n_images, "t2i": split.n_captions}
     log.info(
         "%s %s seed %s: %d images, %d captions; %d tasks (%s); scorings %s on %s",

@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 from torch import nn
 from torchvision.transforms import v2 as T
 
@@ -49,6 +48,7 @@ from corpora.synthetic.shapes_coco import draw_scene
 from models.encoders import SmallCNN
 from pcmebench.runs import add_stage_arguments, parse_stage_arguments, use_threads
 from pcmebench.tables import atomic_write, code_version
+from pcmebench.tensorfiles import write_safetensors
 
 log = logging.getLogger("pcmebench.pretrain")
 JPEG_QUALITY = 90  # as the generators write their images
@@ -161,7 +161,7 @@ def pretrain(dataset: str, settings: dict, output, threads: int | None = None) -
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"dataset": dataset, "settings": json.dumps(settings, sort_keys=True)}
-    atomic_write(output, lambda path: save_file(weights, str(path), metadata=metadata))
+    write_safetensors(output, weights, metadata)
     atomic_write(output.with_suffix(".json"), lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
     return record
 

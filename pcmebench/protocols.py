@@ -49,10 +49,11 @@ from pathlib import Path
 import numpy as np
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
-from corpora.coco import CocoLayout, read_json
+from corpora.coco import CocoLayout
 from corpora.cub import CubLayout
 from corpora.errors import DataError
 from corpora.prepared import PreparedDataset
+from corpora.readers import read_json
 
 log = logging.getLogger("pcmebench.protocols")
 

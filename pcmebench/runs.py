@@ -8,13 +8,14 @@ import json
 import os
 
 import torch
-from safetensors.torch import load_file
 
 from corpora import dataset_format
+from corpora.errors import DataError
 from corpora.prepared import PreparedDataset
 from models import CrossModalModel, build_model
 from pcmebench.logs import log_to_stderr
 from pcmebench.tables import atomic_write, code_version  # noqa: F401 - re-exported: the stages import them from here
+from pcmebench.tensorfiles import read_safetensors
 
 
 def use_threads(threads: int | None) -> None:
@@ -77,11 +78,11 @@ def file_sha256(path) -> str:
 
 def load_backbone(encoder: torch.nn.Module, path) -> None:
     """Load a pretrained backbone (safetensors: no pickle) into ``encoder``; every weight must match."""
-    state = load_file(str(path))
+    state, _ = read_safetensors(path, "pretrained backbone", "rerun the pretrain rule")
     try:
         encoder.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(f"{path} does not fit this image encoder: {error}") from None
+        raise DataError(path, "pretrained backbone", f"does not fit this image encoder: {error}") from None
 
 
 def model_for(settings: dict, prepared: PreparedDataset, pretrained: bool = True) -> CrossModalModel:

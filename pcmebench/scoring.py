@@ -23,17 +23,16 @@ The embeddings file is the one ``pcmebench.embed`` writes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 
 from models.pcme import match_probability
 from models.pvse import max_cosine
+from pcmebench.tensorfiles import metadata_json, read_safetensors
 
 # The scorings of each method; the first is the method's own (its "primary" scoring).
 SCORINGS = {
@@ -70,9 +69,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: embeddings file not found; run the embed rule")
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        metadata = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    tensors, metadata = read_safetensors(path, "embeddings", "rerun the embed rule for this run")
     missing = [k for k in ID_KEYS if k not in tensors]
     if "image_samples" in tensors:
         missing += [k for k in PCME_KEYS if k not in tensors]
@@ -92,7 +89,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
             raise ValueError(f"{path}: {key} has {value.shape[0]} rows, expected {expected}")
         if not torch.isfinite(value).all():
             raise ValueError(f"{path}: {key} holds NaN or infinite values")
-    settings = json.loads(metadata["settings"]) if "settings" in metadata else {}
+    settings = metadata_json(path, metadata, "settings", "rerun the embed rule for this run") if "settings" in metadata else {}
     tensors = {k: v.float() for k, v in tensors.items()}
     return Embeddings(path, ids["image_ids"], ids["caption_ids"], ids["caption_image_index"], tensors, settings)
 

@@ -12,6 +12,11 @@ it, and on CPU ends with the same weights as an uninterrupted run, because each
 epoch's randomness is seeded from (seed, epoch). A non-finite loss stops the run
 with the epoch and step, leaving the last good checkpoint in place.
 
+A checkpoint is resumed only by the run that wrote it: same recipe (settings and
+pretrained backbone), same code (``code_digest``) and same prepared data
+(``content_sha256``); otherwise the log says what differs and the run starts
+afresh. A finished run deletes its checkpoint, so a forced rerun trains again.
+
 Outputs in the run folder: ``model.safetensors`` (final weights), ``run.json``
 (what the run was), ``train_log.csv`` (one row per epoch).
 """
@@ -28,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -46,6 +50,8 @@ from pcmebench.runs import (
     settings_hash,
     use_threads,
 )
+from pcmebench.tables import code_digest
+from pcmebench.tensorfiles import load_checkpoint, save_checkpoint, write_safetensors
 
 log = logging.getLogger("pcmebench.train")
 CHECKPOINT = "checkpoint.pt"
@@ -99,10 +105,11 @@ def train(
     training = settings["dataset_settings"]["training"]
     seed = settings["seed"]
     total_epochs = training["frozen_epochs"] + training["finetune_epochs"]
-    identity = settings_hash(settings if backbone is None else {**settings, "backbone_sha256": file_sha256(backbone)})
+    config_hash = settings_hash(settings if backbone is None else {**settings, "backbone_sha256": file_sha256(backbone)})
 
     torch.manual_seed(seed)
     prepared = PreparedDataset(prepared_dir)
+    identity = {"config": config_hash, "code": code_digest(), "prepared_data": prepared.content_sha256}
     model = model_for(settings, prepared)
     if backbone is not None:
         load_backbone(model.image_encoder, backbone)
@@ -114,14 +121,15 @@ def train(
     start = 0
     checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state["settings_hash"] == identity:
+        state = load_checkpoint(checkpoint_path, device)
+        differences = identity_differences(state.get("identity"), identity)
+        if not differences:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             history, start = state["history"], state["epoch"] + 1
-            log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"])
+            log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"] + 1)
         else:
-            log.info("ignoring %s: it belongs to other settings", checkpoint_path)
+            log.info("starting afresh: %s was written by another run (%s)", checkpoint_path, "; ".join(differences))
 
     splits = [prepared.split(name) for name in prepared.meta["train_splits"]]
     pairs = CaptionPairs(
@@ -171,6 +179,11 @@ def train(
             for key, value in {"loss": loss.detach(), **stats}.items():
                 sums[key] = sums.get(key, 0.0) + value.float()  # stays on the device: no sync per step
             bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{seen / (time.perf_counter() - began):.0f}", refresh=False)
+        if seen == 0:
+            raise ValueError(
+                f"{settings['dataset']}: no training batch of {training['batch_size']} pairs fits in its {len(pairs)} "
+                f"training pairs; lower dataset_settings.{settings['dataset']}.training.batch_size"
+            )
         steps = step + 1
         wall = time.perf_counter() - began
         row = {"epoch": epoch + 1, "phase": phase, "lr": lr, **{k: float(v) / steps for k, v in sums.items()}}
@@ -182,16 +195,23 @@ def train(
             "optimizer": optimizer.state_dict(),
             "epoch": epoch,
             "history": history,
-            "settings_hash": identity,
+            "identity": identity,
         }
-        atomic_write(checkpoint_path, lambda path, state=state: torch.save(state, path))
+        save_checkpoint(checkpoint_path, state)
         write_curve(run_dir / "train_log.csv", history)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < total_epochs:
             return None
 
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"settings": json.dumps(settings, sort_keys=True), "settings_hash": identity}
-    atomic_write(run_dir / "model.safetensors", lambda path: save_file(weights, str(path), metadata=metadata))
+    metadata = {
+        "settings": json.dumps(settings, sort_keys=True),
+        "settings_hash": config_hash,
+        "run_identity": json.dumps(identity, sort_keys=True),
+    }
+    write_safetensors(run_dir / "model.safetensors", weights, metadata)
+    # The weights are out: the checkpoint has done its job, and kept it would make a forced rerun
+    # of this run return these weights instead of training again.
+    checkpoint_path.unlink(missing_ok=True)
     write_curve(run_dir / "train_log.csv", history)
     record = {
         "dataset": settings["dataset"],
@@ -204,11 +224,27 @@ def train(
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "final_loss": history[-1]["loss"],
-        "config_hash": identity,
+        "config_hash": config_hash,
         "code_version": code_version(),
+        "code_digest": identity["code"],
+        "prepared_data_sha256": identity["prepared_data"],
     }
     atomic_write(run_dir / "run.json", lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
     return record
+
+
+IDENTITY_PARTS = {"config": "settings or backbone", "code": "code", "prepared_data": "prepared data"}
+
+
+def identity_differences(stored: dict | None, current: dict) -> list[str]:
+    """What differs between a checkpoint's run identity and this run's, in words; empty when they match."""
+    if not isinstance(stored, dict):
+        return ["it predates run identities"]
+    return [
+        f"other {words}: {stored.get(part)} in the checkpoint, {current[part]} now"
+        for part, words in IDENTITY_PARTS.items()
+        if stored.get(part) != current[part]
+    ]
 
 
 def write_curve(path: Path, history: list[dict]) -> None:

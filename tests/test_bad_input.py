@@ -1,9 +1,12 @@
 """Bad input stops the run with an error naming the file and the item, never a silent skip."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +15,6 @@ from corpora.coco import CocoLayout, load_coco
 from corpora.cub import CubLayout, load_cub
 from corpora.errors import DataError
 from corpora.prepared import PreparedDataset, prepare_dataset
-from tests.conftest import REPO
 
 
 def first_test_image(root):
@@ -159,25 +161,178 @@ def test_cub_malformed_index_line(tiny_cub):
         load_cub(tiny_cub)
 
 
+# --- bad files found by the stage that reads them, each named ------------------------------------
+
+
+def truncate_keeping_header(path, keep: float = 0.6):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_truncated_jpeg_stops_prepare_naming_it(tiny_coco, tmp_path, workers):
+    test = load_coco(tiny_coco, splits=["test"], check_images=False)["test"]
+    path = tiny_coco / test.images["image_file"][3]
+    truncate_keeping_header(path)  # its header still reads: only a full decode finds it
+    with pytest.raises(
+        DataError, match=rf"{re.escape(path.name)}: image id {test.images['image_id'][3]} of split 'test': .*truncated"
+    ):
+        prepare_dataset("coco", tiny_coco, tmp_path / "prepared", train_splits=["train"], workers=workers)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_a_truncated_cub_image_stops_prepare_naming_it(tiny_cub, tmp_path):
+    image_id, relative = first_cub_image(tiny_cub)
+    path = CubLayout(tiny_cub).image(relative)
+    truncate_keeping_header(path)
+    with pytest.raises(DataError, match=rf"{re.escape(path.name)}: image id {image_id} of split '\w+': .*truncated"):
+        prepare_dataset("cub", tiny_cub, tmp_path / "prepared", train_splits=["train"])
+
+
 @pytest.mark.parametrize(
-    "override, key, allowed",
+    "source, section, key, value, message",
     [
-        ('datasets=["synthetic-coco","imagenet"]', "datasets", "'synthetic-coco', 'synthetic-cub', 'coco', 'cub'"),
-        ('methods=["pcme","clip"]', "methods", "'vse0', 'vsepp', 'pvse-k1', 'pvse-k2', 'pcme'"),
-        ("device=tpu", "device", "'auto', 'cpu', 'cuda'"),
+        ("captions", "images", "id", "abc", r"captions_val2014.json: entry #0 .*'id' is not an integer: 'abc'"),
+        ("captions", "annotations", "image_id", None, r"captions_val2014.json: entry #0 .*'image_id' is not an integer: None"),
+        ("captions", "images", "file_name", 7, r"captions_val2014.json: entry #0 .*'file_name' is not text: 7"),
+        ("instances", "annotations", "category_id", [1], r"instances_val2014.json: entry #0 .*'category_id' is not an integer"),
+        ("instances", "categories", "id", 1.5, r"instances_val2014.json: entry #0 .*'id' is not an integer: 1.5"),
     ],
 )
-def test_config_outside_schema_names_key_and_allowed_values(override, key, allowed):
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "all", "--nolock", "--config", override],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
+def test_a_coco_json_field_of_the_wrong_type_is_named(tiny_coco, source, section, key, value, message):
+    layout = CocoLayout(tiny_coco)
+    path = layout.captions_json("val2014") if source == "captions" else layout.instances_json("val2014")
+    content = json.loads(path.read_text())
+    content[section][0][key] = value
+    path.write_text(json.dumps(content))
+    with pytest.raises(DataError, match=message):
+        load_coco(tiny_coco, check_images=False)
+
+
+def test_a_coco_json_section_that_is_not_a_list_is_named(tiny_coco):
+    path = CocoLayout(tiny_coco).captions_json("train2014")
+    content = json.loads(path.read_text())
+    content["annotations"] = {"not": "a list"}
+    path.write_text(json.dumps(content))
+    with pytest.raises(DataError, match=r"captions_train2014.json: annotations: expected a list, found dict"):
+        load_coco(tiny_coco, check_images=False)
+
+
+def test_a_damaged_split_file_or_prepared_file_is_named(tiny_coco, tmp_path):
+    ids = CocoLayout(tiny_coco).split_ids("dev")
+    ids.write_bytes(ids.read_bytes()[:100])
+    with pytest.raises(DataError, match=r"coco_dev_ids.npy: file: not a readable numeric .npy array"):
+        load_coco(tiny_coco, check_images=False)
+
+
+def test_damaged_prepared_files_are_named(prepared, tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(prepared, tmp_path / "prepared"))
+    (copy / "word_vectors.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(DataError, match=r"word_vectors.npy: file: not a readable numeric .npy array"):
+        PreparedDataset(copy).word_vectors()
+    (copy / "vocab.json").write_text('{"words": ')
+    with pytest.raises(DataError, match=r"vocab.json: file: not valid JSON"):
+        PreparedDataset(copy)
+
+
+# --- damaged tensor files and checkpoints, a full disk -------------------------------------------
+
+
+def damage(path, how: str):
+    if how == "header too large":
+        path.write_bytes((2**40).to_bytes(8, "little") + b"{}")
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        path.write_bytes(b"PK\x03\x04 this is not what it should be")
+
+
+@pytest.fixture(scope="module")
+def trained_run(prepared, tmp_path_factory):
+    from pcmebench.embed import export
+    from pcmebench.train import train
+    from tests.test_training import tiny_settings
+
+    run = tmp_path_factory.mktemp("run")
+    train(prepared, run, tiny_settings("pcme", epochs=1), threads=1)
+    export(prepared, run / "model.safetensors", run / "embeddings.safetensors")
+    return run
+
+
+@pytest.mark.parametrize("how", ["header too large", "truncated", "garbage"])
+def test_damaged_safetensors_files_are_named(prepared, trained_run, tmp_path, how):
+    from models.encoders import SmallCNN
+    from pcmebench.embed import export
+    from pcmebench.runs import load_backbone
+    from pcmebench.scoring import load_embeddings
+
+    weights, embeddings, backbone = (
+        tmp_path / name for name in ("model.safetensors", "embeddings.safetensors", "backbone.safetensors")
     )
-    output = result.stdout + result.stderr
+    shutil.copy(trained_run / "model.safetensors", weights)
+    shutil.copy(trained_run / "embeddings.safetensors", embeddings)
+    shutil.copy(trained_run / "model.safetensors", backbone)
+    for path in (weights, embeddings, backbone):
+        damage(path, how)
+    with pytest.raises(
+        DataError, match=rf"{re.escape(str(weights))}: a run's weights: not a readable safetensors file .*rerun the train rule"
+    ):
+        export(prepared, weights, tmp_path / "out.safetensors")
+    with pytest.raises(
+        DataError, match=rf"{re.escape(str(embeddings))}: embeddings: not a readable safetensors file .*rerun the embed rule"
+    ):
+        load_embeddings(embeddings)
+    with pytest.raises(
+        DataError,
+        match=rf"{re.escape(str(backbone))}: pretrained backbone: not a readable safetensors file .*rerun the pretrain rule",
+    ):
+        load_backbone(SmallCNN(), backbone)
+
+
+@pytest.mark.parametrize("content", [b"garbage that is no checkpoint", b""])
+def test_a_garbage_checkpoint_is_named_with_the_fix(prepared, tmp_path, content):
+    from pcmebench.train import CHECKPOINT, train
+    from tests.test_training import tiny_settings
+
+    (tmp_path / CHECKPOINT).write_bytes(content)
+    with pytest.raises(
+        DataError,
+        match=rf"{re.escape(str(tmp_path / CHECKPOINT))}: checkpoint: cannot be read .*delete it to start this run afresh",
+    ):
+        train(prepared, tmp_path, tiny_settings("vse0", epochs=1), threads=1)
+
+
+def train_in_subprocess(prepared, run_dir, preamble: str = "") -> subprocess.CompletedProcess:
+    from tests.test_training import tiny_settings
+
+    settings = tiny_settings("vse0", epochs=1)
+    code = f"{preamble}\nfrom pcmebench.train import train\ntrain({str(prepared)!r}, {str(run_dir)!r}, {settings!r}, threads=1)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_a_file_size_limit_during_a_checkpoint_save_names_the_file(prepared, tmp_path):
+    """torch's own message was `RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos`."""
+    preamble = "import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\nresource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))"
+    result = train_in_subprocess(prepared, tmp_path, preamble)
     assert result.returncode != 0
-    assert "Error validating config file" in output
-    assert f"is not one of [{allowed}]" in output
-    assert f"On instance['{key}']" in output
+    assert f"WriteError: could not write {tmp_path / 'checkpoint.pt'}: " in result.stderr, result.stderr[-2000:]
+    assert "MiB free of" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no partial file left, not even the temporary one
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a small file system needs root")
+def test_a_full_disk_during_a_checkpoint_save_names_the_file_and_the_free_space(prepared, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=False).returncode != 0:
+        pytest.skip("this machine does not let the test mount a tmpfs")
+    try:
+        result = train_in_subprocess(prepared, disk / "run")
+        assert result.returncode != 0
+        assert f"WriteError: could not write {disk / 'run' / 'checkpoint.pt'}: " in result.stderr, result.stderr[-2000:]
+        assert "MiB free of 0.0 GiB" in result.stderr
+        assert not (disk / "run" / "checkpoint.pt").exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -5,7 +5,6 @@ import logging
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -249,8 +248,8 @@ def test_a_method_that_does_not_match_the_file_is_refused(prepared, tmp_path):
 
 def test_queries_without_a_positive_are_left_out_and_logged(prepared, tmp_path, caplog):
     split = split_of(prepared)
-    source = PreparedDataset(prepared).meta["raw_root"]
-    truth = json.loads((Path(source) / "annotations" / "full_caption_to_image.json").read_text())
+    source = PreparedDataset(prepared).raw_root
+    truth = json.loads((source / "annotations" / "full_caption_to_image.json").read_text())
     emptied = str(split.caption_ids[3])
     damaged = tmp_path / "raw"
     shutil.copytree(source, damaged)

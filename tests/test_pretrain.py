@@ -75,7 +75,7 @@ def test_pretraining_learns_and_writes_a_loadable_backbone(dataset, tmp_path):
 def test_a_backbone_of_another_shape_is_refused_with_its_path(tmp_path):
     output = tmp_path / "backbone.safetensors"
     pretrain("synthetic-coco", tiny_recipe(epochs=1), output, threads=1)
-    with pytest.raises(ValueError, match=f"{output} does not fit this image encoder"):
+    with pytest.raises(ValueError, match=f"{output}: pretrained backbone: does not fit this image encoder"):
         load_backbone(SmallCNN(width=8), output)
 
 
@@ -109,5 +109,5 @@ def test_a_checkpoint_from_another_backbone_is_not_resumed(prepared, backbones, 
     train(prepared, tmp_path, settings, threads=1, backbone=backbones / "seed1.safetensors", stop_after_epoch=1)
     with caplog.at_level("INFO", logger="pcmebench.train"):
         record = train(prepared, tmp_path, settings, threads=1, backbone=backbones / "seed2.safetensors")
-    assert "belongs to other settings" in caplog.text
+    assert "starting afresh" in caplog.text and "other settings or backbone" in caplog.text
     assert record["epochs"] == 2 and len((tmp_path / "train_log.csv").read_text().splitlines()) == 3

@@ -215,7 +215,7 @@ def test_value_outside_the_schema_is_named(workflow):
     result = snakemake(workflow, "-n", "all", "--config", 'bootstrap={"replicates": -5}')
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "-5 is less than the minimum of 0" in output and "On instance['bootstrap']['replicates']" in output
+    assert "config: bootstrap.replicates: -5 is less than the minimum of 0" in output
 
 
 def test_failing_job_names_its_log(workflow):

@@ -26,5 +26,5 @@ rule aggregate:
         bootstrap=BOOTSTRAP["replicates"],
         seed=BOOTSTRAP["seed"],
     shell:
-        "python -m pcmebench.aggregate --runs {params.runs} --results {params.results}"
+        "exec python -m pcmebench.aggregate --runs {params.runs} --results {params.results}"
         " --published {input.published} --bootstrap {params.bootstrap} --seed {params.seed} > {log} 2>&1"

@@ -12,81 +12,24 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 
-import jsonschema
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
 from corpora.coco import CocoLayout
 from corpora.cub import CubLayout
+from pcmebench.configcheck import coerce_command_line_scalars, load_schema, recipe_problems, schema_problems
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
-
-def leaf_errors(errors):
-    """Validation errors with those inside oneOf/anyOf branches, flattened."""
-    for error in errors:
-        yield error
-        yield from leaf_errors(error.context or ())
-
-
-def scalar_as(text, types):
-    """``text`` as the first of the JSON-schema ``types`` (integer, number, boolean) it spells, else None."""
-    readers = {
-        "integer": int,
-        "number": lambda t: int(t) if t.lstrip("+-").isdigit() else float(t),
-        "boolean": lambda t: {"true": True, "false": False}[t.lower()],
-    }
-    for kind in types:
-        try:
-            return readers[kind](text)
-        except (KeyError, ValueError):
-            continue
-    return None
-
-
-def coerce_command_line_scalars(config, schema):
-    """--config reads every nested value as text (seeds=[0,1] gives "0", "1";
-    method_settings={vsepp: {margin: 0.25}} gives "0.25"). Where the schema wants a number,
-    an integer or a boolean and finds text that spells one, use that value; validation then
-    reports anything else."""
-    validator = jsonschema.Draft202012Validator(schema)
-    for _ in range(8):  # a fix can expose errors deeper down; a few passes reach them all
-        fixed = False
-        for error in leaf_errors(validator.iter_errors(config)):
-            if error.validator != "type" or not isinstance(error.instance, str):
-                continue
-            types = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
-            value = scalar_as(error.instance, types)
-            path = list(error.absolute_path)
-            if value is None or not path:
-                continue
-            parent = functools.reduce(lambda node, key: node[key], path[:-1], config)
-            parent[path[-1]] = value
-            fixed = True
-        if not fixed:
-            return
-
-
-coerce_command_line_scalars(config, yaml.safe_load(CONFIG_SCHEMA.read_text()))
+# Every key at every level is checked against the schema (an unknown one is named, with the
+# allowed ones), then what cannot run (zero epochs, ...): all problems at once, before any job.
+_schema = load_schema(CONFIG_SCHEMA)
+coerce_command_line_scalars(config, _schema)
+_problems = schema_problems(config, _schema) or recipe_problems(config)
+if _problems:
+    raise WorkflowError("\n".join(["the config cannot run:", *_problems]))
 validate(config, "../schemas/config.schema.yaml")
-
-for _kind in ("dataset", "method"):
-    for _name in config[f"{_kind}s"]:
-        if _name not in config[f"{_kind}_settings"]:
-            raise WorkflowError(
-                f"config: {_kind}s lists {_name!r} but {_kind}_settings has no entry for it; "
-                f"settings exist for {sorted(config[f'{_kind}_settings'])}"
-            )
-
-for _name in config["datasets"]:
-    _data = config["dataset_settings"][_name]
-    if _data["image_encoder"] == "small-cnn" and _data["training"]["pretrained"] and _name not in SYNTHETIC_FORMAT:
-        raise WorkflowError(
-            f"config: dataset_settings.{_name}: a pretrained small-cnn exists only for the synthetic datasets "
-            f"(the pretrain stage draws their worlds); set training.pretrained: false, or use resnet50 or resnet152"
-        )
 
 DATA_ROOT = Path(config["data_root"])
 WORK = Path(config["work_dir"])
@@ -107,6 +50,8 @@ PAPER_TABLE = str(RESULTS / "paper.csv")
 BOOTSTRAP = {"replicates": 1000, "seed": 0} | config.get("bootstrap", {})
 REAL_DATASETS = ("coco", "cub")
 CONDA_ENV = "../../environment.yml"
+# Shell commands run their Python with `exec`, which makes the job's process the Python process, so a
+# signal to the job (a kill, a scheduler's time limit) reaches it instead of orphaning it.
 # Jobs' `python` is the interpreter Snakemake runs in (so an unactivated virtualenv works), or the
 # environment's own when --use-conda builds one from environment.yml.
 if not any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method):
@@ -191,6 +136,24 @@ def cuda_visible():
     import torch
 
     return torch.cuda.is_available()
+
+
+def jobs_run_here() -> bool:
+    """Whether this Snakemake runs its jobs on this machine (locally, or a dry run of that), not
+    through a cluster executor whose nodes may have what the planning host lacks. Snakemake sets
+    use_threads for every non-local executor, dry runs of one included."""
+    return not workflow.execution_settings.use_threads
+
+
+def device_ready(wildcards):
+    """No input; planning stops here, before any job starts or any output is deleted, when
+    device: cuda is set and the jobs would run on this machine, where torch sees no CUDA."""
+    if config["device"] == "cuda" and jobs_run_here() and not cuda_visible():
+        raise WorkflowError(
+            "config: device: cuda, but torch sees no CUDA device on this machine, where the jobs would run; "
+            "set device: auto (CUDA where there is one, else the CPU) or cpu, or submit to GPU nodes (profiles/slurm)"
+        )
+    return []
 
 
 def gpus(wildcards):

@@ -4,6 +4,7 @@
 
 rule embed:
     input:
+        device_ready,
         prepared=WORK / "prepared" / "{dataset}",
         checkpoint=f"{RUN_DIR}/model.safetensors",
     output:
@@ -21,5 +22,5 @@ rule embed:
     params:
         device=config["device"],
     shell:
-        "python -m pcmebench.embed --prepared {input.prepared} --checkpoint {input.checkpoint}"
+        "exec python -m pcmebench.embed --prepared {input.prepared} --checkpoint {input.checkpoint}"
         " --output {output.embeddings} --threads {resources.torch_threads} --device {params.device} > {log} 2>&1"

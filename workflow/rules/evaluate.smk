@@ -4,6 +4,7 @@
 
 rule evaluate:
     input:
+        device_ready,
         prepared=WORK / "prepared" / "{dataset}",
         embeddings=f"{RUN_DIR}/embeddings_test.safetensors",
     output:
@@ -26,7 +27,7 @@ rule evaluate:
         settings=run_settings,
         device=config["device"],
     shell:
-        "python -m pcmebench.evaluate --prepared {input.prepared} --embeddings {input.embeddings}"
+        "exec python -m pcmebench.evaluate --prepared {input.prepared} --embeddings {input.embeddings}"
         " --metrics {output.metrics} --per-query {output.per_query} --queries {output.queries}"
         " --uncertainty {output.uncertainty} --uncertainty-summary {output.uncertainty_summary}"
         " --settings {params.settings:q} --threads {resources.torch_threads} --device {params.device} > {log} 2>&1"

@@ -55,5 +55,5 @@ rule plots:
         datasets=config["datasets"],
         methods=config["methods"],
     shell:
-        "python -m pcmebench.plots --results {params.results} --runs {params.runs} --out {params.out}"
+        "exec python -m pcmebench.plots --results {params.results} --runs {params.runs} --out {params.out}"
         " --datasets {params.datasets} --methods {params.methods} > {log} 2>&1"

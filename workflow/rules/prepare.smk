@@ -1,5 +1,6 @@
-# Stage 2, prepare: read raw data through the shared loaders; store splits, vocabulary and
-# word vectors as memory-mapped Hugging Face datasets.
+# Stage 2, prepare: read raw data through the shared loaders, decode every image once (a bad file
+# stops here, named, not in a training job); store splits, vocabulary and word vectors as
+# memory-mapped Hugging Face datasets.
 
 
 rule prepare:
@@ -13,7 +14,7 @@ rule prepare:
         WORK / "benchmarks" / "prepare" / "{dataset}.tsv"
     conda:
         CONDA_ENV
-    threads: 1
+    threads: core_claim
     params:
         raw_root=lambda wildcards: str(DATA_ROOT / wildcards.dataset),
         format=lambda wildcards: dataset_format(wildcards.dataset),

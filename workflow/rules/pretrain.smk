@@ -21,5 +21,5 @@ rule pretrain:
     params:
         settings=lambda wildcards: json.dumps(pretrain_settings(wildcards.dataset), sort_keys=True),
     shell:
-        "python -m pcmebench.pretrain --dataset {wildcards.dataset} --output {output.backbone}"
+        "exec python -m pcmebench.pretrain --dataset {wildcards.dataset} --output {output.backbone}"
         " --threads {resources.torch_threads} --settings {params.settings:q} > {log} 2>&1"

@@ -28,5 +28,5 @@ rule report:
         # The page shows the config; as a parameter, changing it re-renders the page.
         config=json.dumps(config, default=str),
     shell:
-        "python -m pcmebench.report --results {params.results} --plots {params.plots} --captions {params.captions}"
+        "exec python -m pcmebench.report --results {params.results} --plots {params.plots} --captions {params.captions}"
         " --config-json {params.config:q} --out {output} > {log} 2>&1"

@@ -5,6 +5,7 @@
 
 rule train:
     input:
+        device_ready,
         unpack(pretrained_backbone),
         prepared=WORK / "prepared" / "{dataset}",
     output:
@@ -26,5 +27,5 @@ rule train:
         run_dir=RUN_DIR,
         backbone=lambda wildcards, input: f"--backbone {input.backbone}" if "backbone" in input.keys() else "",
     shell:
-        "python -m pcmebench.train --prepared {input.prepared} --run-dir {params.run_dir} {params.backbone}"
+        "exec python -m pcmebench.train --prepared {input.prepared} --run-dir {params.run_dir} {params.backbone}"
         " --threads {resources.torch_threads} --settings {params.settings:q} > {log} 2>&1"

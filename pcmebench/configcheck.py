@@ -1,0 +1,180 @@
+"""The workflow's config checked before anything runs: the schema at every level, then what a
+schema cannot say (a schedule of zero epochs, more test classes than classes).
+
+Every problem is one line that names the key by its full path and says what is allowed:
+
+    config: method_settings.vsepp: unknown key 'margni' (did you mean 'margin'?); allowed: margin, negatives, ...
+
+Torch-free: the Snakefile imports it on every plan.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+STRICT_KEYWORDS = ("additionalProperties", "unevaluatedProperties")
+
+
+def load_schema(path: str | Path) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def key_path(parts) -> str:
+    """A config key's full path as a user writes it: ``dataset_settings.coco.training.lr``, ``seeds[1]``."""
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    return text or "(top level)"
+
+
+def _leaf_errors(errors) -> Iterator[jsonschema.ValidationError]:
+    """Validation errors with those inside oneOf/anyOf branches, flattened."""
+    for error in errors:
+        yield error
+        yield from _leaf_errors(error.context or ())
+
+
+def _scalar_as(text: str, types: list[str]):
+    """``text`` as the first of the JSON-schema ``types`` (integer, number, boolean) it spells, else None."""
+    readers = {
+        "integer": int,
+        "number": lambda t: int(t) if t.lstrip("+-").isdigit() else float(t),
+        "boolean": lambda t: {"true": True, "false": False}[t.lower()],
+    }
+    for kind in types:
+        try:
+            return readers[kind](text)
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def coerce_command_line_scalars(config: dict, schema: dict) -> None:
+    """--config reads every nested value as text (seeds=[0,1] gives "0", "1";
+    method_settings={vsepp: {margin: 0.25}} gives "0.25"). Where the schema wants a number,
+    an integer or a boolean and finds text that spells one, use that value (in place);
+    validation then reports anything else."""
+    validator = jsonschema.Draft202012Validator(schema)
+    for _ in range(8):  # a fix can expose errors deeper down; a few passes reach them all
+        fixed = False
+        for error in _leaf_errors(validator.iter_errors(config)):
+            if error.validator != "type" or not isinstance(error.instance, str):
+                continue
+            types = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
+            value = _scalar_as(error.instance, types)
+            path = list(error.absolute_path)
+            if value is None or not path:
+                continue
+            parent = functools.reduce(lambda node, key: node[key], path[:-1], config)
+            parent[path[-1]] = value
+            fixed = True
+        if not fixed:
+            return
+
+
+def _resolve(node: dict, root: dict) -> dict:
+    while "$ref" in node:
+        node = functools.reduce(lambda n, key: n[key], node["$ref"].removeprefix("#/").split("/"), root)
+    return node
+
+
+def _allowed_keys(node: dict, root: dict) -> tuple[set[str], list[str]]:
+    """(names, patterns) an object schema admits, through $ref and allOf."""
+    node = _resolve(node, root)
+    names, patterns = set(node.get("properties", {})), list(node.get("patternProperties", {}))
+    for branch in node.get("allOf", []):
+        more_names, more_patterns = _allowed_keys(branch, root)
+        names |= more_names
+        patterns += more_patterns
+    return names, patterns
+
+
+def _unknown_key_messages(error: jsonschema.ValidationError, root: dict) -> list[str]:
+    names, patterns = _allowed_keys(error.schema, root)
+    if not isinstance(error.instance, dict):
+        return []
+    unknown = [k for k in error.instance if k not in names and not any(re.search(p, k) for p in patterns)]
+    allowed = sorted(names) + [f"keys matching {p}" for p in patterns]
+    messages = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        messages.append(
+            f"config: {key_path(error.absolute_path)}: unknown key {key!r}{hint}; allowed: {', '.join(allowed) or 'none'}"
+        )
+    return messages
+
+
+def schema_problems(config: dict, schema: dict) -> list[str]:
+    """Every way ``config`` breaks ``schema``, one line each, the key named by its full path."""
+    validator = jsonschema.Draft202012Validator(schema)
+    problems: list[str] = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        if error.validator in STRICT_KEYWORDS:
+            problems += _unknown_key_messages(error, schema)
+            continue
+        if error.context:  # oneOf / anyOf: the branch that came closest says the most
+            unknown = [e for e in error.context if e.validator in STRICT_KEYWORDS]
+            if isinstance(error.instance, dict) and unknown:  # a mapping with a key no branch knows
+                problems += [m for e in unknown for m in _unknown_key_messages(e, schema)]
+                continue
+            # the branch of the instance's own type (a mapping's, not the number's) says what is wrong
+            same_type = [e for e in error.context if e.validator != "type"]
+            error = jsonschema.exceptions.best_match(same_type or error.context)
+        problems.append(f"config: {key_path(error.absolute_path)}: {error.message}")
+    return list(dict.fromkeys(problems))
+
+
+def recipe_problems(config: dict) -> list[str]:
+    """What the schema cannot say: settings that validate but cannot run, for the configured
+    datasets and methods."""
+    problems = []
+    for kind in ("dataset", "method"):
+        for name in config[f"{kind}s"]:
+            if name not in config[f"{kind}_settings"]:
+                problems.append(
+                    f"config: {kind}s lists {name!r} but {kind}_settings has no entry for it; "
+                    f"settings exist for {sorted(config[f'{kind}_settings'])}"
+                )
+    for name in config["datasets"]:
+        data = config["dataset_settings"].get(name)
+        if data is None:
+            continue
+        where = f"config: dataset_settings.{name}"
+        training = data["training"]
+        if training["frozen_epochs"] + training["finetune_epochs"] < 1:
+            problems.append(
+                f"{where}.training: frozen_epochs + finetune_epochs is 0, a run that trains nothing; set either to 1 or more"
+            )
+        if data["image_encoder"] == "small-cnn" and training["pretrained"] and name not in ("synthetic-coco", "synthetic-cub"):
+            problems.append(
+                f"{where}: a pretrained small-cnn exists only for the synthetic datasets (the pretrain stage draws "
+                f"their worlds); set training.pretrained: false, or use resnet50 or resnet152"
+            )
+        pretraining = data.get("pretraining")
+        if pretraining and pretraining["images"] < pretraining["batch_size"]:
+            problems.append(
+                f"{where}.pretraining: images ({pretraining['images']}) must be at least batch_size "
+                f"({pretraining['batch_size']}); raise images or lower batch_size"
+            )
+        generator = data.get("generator", {})
+        if "test_classes" in generator and generator["test_classes"] >= generator["classes"]:
+            problems.append(
+                f"{where}.generator: test_classes ({generator['test_classes']}) must be fewer than classes "
+                f"({generator['classes']}): the training split gets the others"
+            )
+        elif (
+            "test_classes" in generator
+            and training["batching"] == "one-per-class"
+            and generator["classes"] - generator["test_classes"] < 2
+        ):
+            problems.append(
+                f"{where}.generator: one-per-class batching needs at least 2 training classes; "
+                f"raise classes or lower test_classes"
+            )
+    return problems

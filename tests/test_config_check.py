@@ -1,0 +1,160 @@
+"""The config is refused before anything runs when a key is unknown at any level or a value cannot
+run; every message names the key by its full path and says what is allowed or what to change."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from pcmebench.configcheck import load_schema, recipe_problems, schema_problems
+from pcmebench.runs import merge_config
+from tests.conftest import REPO
+
+SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def dry_run(*config: str) -> tuple[int, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "all", "--nolock", "--config", *config],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def with_value(path: list, value) -> dict:
+    """The default config with ``value`` at ``path`` (a new key where there was none)."""
+    config = copy.deepcopy(DEFAULT)
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return config
+
+
+@pytest.mark.parametrize("preset", ["config.yaml", "smoke.yaml", "paper.yaml"])
+def test_every_committed_preset_passes(preset):
+    config = merge_config(DEFAULT, yaml.safe_load((REPO / "config" / preset).read_text()))
+    assert schema_problems(config, SCHEMA) == []
+    assert recipe_problems(config) == []
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        (["colour"], "config: (top level): unknown key 'colour'"),
+        (["bootstrap", "replicate"], "config: bootstrap: unknown key 'replicate' (did you mean 'replicates'?)"),
+        (["method_settings", "vsepp", "margni"], "config: method_settings.vsepp: unknown key 'margni' (did you mean 'margin'?)"),
+        (["method_settings", "pcme", "sample"], "config: method_settings.pcme: unknown key 'sample' (did you mean 'samples'?)"),
+        (["method_settings", "pvse-k2", "mmd"], "config: method_settings.pvse-k2: unknown key 'mmd'"),
+        (
+            ["dataset_settings", "synthetic-coco", "embed_dims"],
+            "config: dataset_settings.synthetic-coco: unknown key 'embed_dims' (did you mean 'embed_dim'?)",
+        ),
+        (["dataset_settings", "coco", "generator"], "config: dataset_settings.coco: unknown key 'generator'"),
+        (
+            ["dataset_settings", "synthetic-cub", "training", "lrr"],
+            "config: dataset_settings.synthetic-cub.training: unknown key 'lrr' (did you mean 'lr'?)",
+        ),
+        (
+            ["dataset_settings", "synthetic-coco", "generator", "images", "tset"],
+            "config: dataset_settings.synthetic-coco.generator.images: unknown key 'tset' (did you mean 'test'?)",
+        ),
+        (
+            ["method_settings", "pcme", "kl_weight", "synthtic-coco"],
+            "config: method_settings.pcme.kl_weight: unknown key 'synthtic-coco' (did you mean 'synthetic-coco'?)",
+        ),
+        (
+            ["method_settings", "pcme", "init_log_sigma", "cubb"],
+            "config: method_settings.pcme.init_log_sigma: unknown key 'cubb'",
+        ),
+    ],
+)
+def test_an_unknown_key_is_refused_at_every_level_and_named(path, message):
+    problems = schema_problems(with_value(path, 1), SCHEMA)
+    assert len(problems) == 1 and problems[0].startswith(message), problems
+    assert "allowed:" in problems[0]
+
+
+def test_every_problem_is_reported_at_once_with_its_path():
+    config = with_value(["method_settings", "vsepp", "margni"], 0.25)
+    config["seeds"] = [0, -1]
+    config["method_settings"]["pcme"]["uniformity_weight"] = {"coco": 1.0}
+    problems = schema_problems(config, SCHEMA)
+    assert any(p.startswith("config: seeds[1]: -1 is less than the minimum of 0") for p in problems), problems
+    assert any(p == "config: method_settings.pcme.uniformity_weight: 'cub' is a required property" for p in problems), problems
+    assert any("margni" in p for p in problems) and len(problems) == 3
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"frozen_epochs": 0, "finetune_epochs": 0},
+            "config: dataset_settings.synthetic-coco.training: frozen_epochs + finetune_epochs is 0",
+        ),
+    ],
+)
+def test_a_schedule_that_trains_nothing_is_refused(change, message):
+    config = copy.deepcopy(DEFAULT)
+    config["dataset_settings"]["synthetic-coco"]["training"].update(change)
+    assert schema_problems(config, SCHEMA) == []
+    assert any(p.startswith(message) for p in recipe_problems(config))
+
+
+def test_settings_that_validate_but_cannot_run_are_refused():
+    config = copy.deepcopy(DEFAULT)
+    config["dataset_settings"]["synthetic-cub"]["generator"]["test_classes"] = 40
+    config["dataset_settings"]["synthetic-coco"]["pretraining"]["images"] = 10
+    config["dataset_settings"]["synthetic-coco"]["embed_dim"] = 127
+    assert schema_problems(config, SCHEMA) == ["config: dataset_settings.synthetic-coco.embed_dim: 127 is not a multiple of 2"]
+    problems = recipe_problems(config)
+    assert any("synthetic-cub.generator: test_classes (40) must be fewer than classes (40)" in p for p in problems)
+    assert any("synthetic-coco.pretraining: images (10) must be at least batch_size (64)" in p for p in problems)
+
+
+# --- through Snakemake, as a user meets them ---------------------------------------------------
+
+
+def test_a_typo_in_a_method_setting_stops_the_plan_naming_the_key():
+    code, output = dry_run('method_settings={"vsepp": {"margni": 0.25}}')
+    assert code != 0
+    assert "config: method_settings.vsepp: unknown key 'margni' (did you mean 'margin'?)" in output
+
+
+def test_zero_epochs_stop_the_plan_naming_the_key_and_the_fix():
+    code, output = dry_run('dataset_settings={"synthetic-cub": {"training": {"frozen_epochs": 0, "finetune_epochs": 0}}}')
+    assert code != 0
+    assert "dataset_settings.synthetic-cub.training: frozen_epochs + finetune_epochs is 0" in output
+    assert "set either to 1 or more" in output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: device: cuda can run here")
+def test_device_cuda_without_cuda_stops_the_plan_before_any_job():
+    code, output = dry_run("device=cuda")
+    assert code != 0
+    assert "config: device: cuda, but torch sees no CUDA device on this machine" in output
+    assert "set device: auto" in output
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ('datasets=["synthetic-coco","imagenet"]', "config: datasets[1]: 'imagenet' is not one of ['synthetic-coco', 'synthetic-cub', 'coco', 'cub']"),
+        ('methods=["pcme","clip"]', "config: methods[1]: 'clip' is not one of ['vse0', 'vsepp', 'pvse-k1', 'pvse-k2', 'pcme']"),
+        ("device=tpu", "config: device: 'tpu' is not one of ['auto', 'cpu', 'cuda']"),
+    ],
+)  # fmt: skip
+def test_a_value_outside_the_schema_names_the_key_and_the_allowed_values(override, message):
+    code, output = dry_run(override)
+    assert code != 0
+    assert message in output
