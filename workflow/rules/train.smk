@@ -6,6 +6,7 @@
 rule train:
     input:
         unpack(pretrained_backbone),
+        unpack(imagenet_weights),
         prepared=WORK / "prepared" / "{dataset}",
     output:
         checkpoint=f"{RUN_DIR}/model.safetensors",
