@@ -128,7 +128,9 @@ def _extract_zip(archive: Path, staging: Path, mapping: _Members, progress: bool
             if why is None and is_link and _link_escapes(info.filename, bundle.read(info).decode("utf-8", "replace")):
                 why = "symbolic link pointing outside the archive's folder"
             if why:
-                raise UnsafeArchiveError(archive, f"member {info.filename!r}", f"{why}; the archive is rejected, nothing extracted")
+                raise UnsafeArchiveError(
+                    archive, f"member {info.filename!r}", f"{why}; the archive is rejected, nothing extracted"
+                )
             destination = mapping.destination(info.filename)
             if destination is not None:
                 chosen.append((info, destination, is_link))
@@ -156,24 +158,9 @@ def _extract_tar(archive: Path, staging: Path, mapping: _Members, progress: bool
     # stands for what it unpacks to: its images are already compressed.
     check_free_space(staging, archive.stat().st_size, f"extracting {archive.name}")
     try:
-        bundle = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError) as error:
-        raise DataError(archive, "file", f"not a readable tar archive ({error})") from None
-    with bundle, _bar(None, archive.name, progress) as bar:
-        try:
+        with tarfile.open(archive, "r:*") as bundle, _bar(None, archive.name, progress) as bar:
             for member in bundle:
-                why = _unsafe_path(member.name)
-                if why is None and member.issym() and _link_escapes(member.name, member.linkname):
-                    why = "symbolic link pointing outside the archive's folder"
-                if why is None and member.islnk() and _unsafe_path(member.linkname):
-                    why = "hard link to a path outside the archive's folder"
-                if why is None:
-                    try:
-                        tarfile.data_filter(member, str(staging))
-                    except tarfile.FilterError as error:
-                        why = str(error)
-                if why:
-                    raise UnsafeArchiveError(archive, f"member {member.name!r}", f"{why}; the archive is rejected, nothing extracted")
+                _check_tar_member(archive, member, staging)
                 destination = mapping.destination(member.name)
                 if destination is None:
                     continue
@@ -181,11 +168,29 @@ def _extract_tar(archive: Path, staging: Path, mapping: _Members, progress: bool
                 if member.islnk():
                     link_target = mapping.destination(member.linkname)
                     if link_target is None:
-                        raise UnsafeArchiveError(archive, f"member {member.name!r}", "hard link to a member that is not extracted")
+                        raise UnsafeArchiveError(
+                            archive, f"member {member.name!r}", "hard link to a member that is not extracted"
+                        )
                     renamed["linkname"] = link_target
                 bundle.extract(member.replace(**renamed, deep=False), staging, filter="data")
                 bar.update()
-        except (tarfile.TarError, EOFError, OSError) as error:  # truncated or corrupt stream
-            if isinstance(error, tarfile.FilterError):
-                raise UnsafeArchiveError(archive, "member", f"{error}; the archive is rejected, nothing extracted") from None
-            raise DataError(archive, "file", f"cannot be read to the end ({error})") from None
+    except tarfile.FilterError as error:  # the data filter's own checks, on the renamed member
+        raise UnsafeArchiveError(archive, "member", f"{error}; the archive is rejected, nothing extracted") from None
+    except (tarfile.TarError, EOFError, OSError) as error:  # not a tar archive, or cut short
+        raise DataError(archive, "file", f"cannot be read to the end as a tar archive ({error})") from None
+
+
+def _check_tar_member(archive: Path, member: tarfile.TarInfo, staging: Path) -> None:
+    """Raise UnsafeArchiveError for a member that is not safe to extract (see the module docstring)."""
+    why = _unsafe_path(member.name)
+    if why is None and member.issym() and _link_escapes(member.name, member.linkname):
+        why = "symbolic link pointing outside the archive's folder"
+    if why is None and member.islnk() and _unsafe_path(member.linkname):
+        why = "hard link to a path outside the archive's folder"
+    if why is None:
+        try:
+            tarfile.data_filter(member, str(staging))
+        except tarfile.FilterError as error:
+            why = str(error)
+    if why:
+        raise UnsafeArchiveError(archive, f"member {member.name!r}", f"{why}; the archive is rejected, nothing extracted")

@@ -162,7 +162,9 @@ def missing_message(missing: list[Item], sources: dict) -> str:
     lines = []
     for item in missing:
         via = f", from {item.member} in {item.archive.name}" if item.archive else ""
-        lines.append(f"  {item.path}{'/' if item.folder else ''}  (sources.{item.key}{via}: {source(sources, item.key).describe()})")
+        lines.append(
+            f"  {item.path}{'/' if item.folder else ''}  (sources.{item.key}{via}: {source(sources, item.key).describe()})"
+        )
     return "\n".join(lines)
 
 

@@ -155,5 +155,7 @@ def serve_real_data(server: LoopbackServer, workdir: Path) -> RealData:
     sources["imagenet"] = {}
     for encoder in ("resnet50", "resnet152"):
         content = f"stand-in for {encoder}'s ImageNet weights".encode()
-        sources["imagenet"][encoder] = entry(server.add(f"/torch/{encoder}.pth", content), content, checksum="sha256-prefix", size=False)
+        sources["imagenet"][encoder] = entry(
+            server.add(f"/torch/{encoder}.pth", content), content, checksum="sha256-prefix", size=False
+        )
     return RealData(sources, coco, cub, held_out, glove_words)

@@ -201,7 +201,7 @@ def test_unsafe_archives_are_rejected_whole(tmp_path, kind, members, problem):
 def test_a_truncated_archive_is_a_data_error(tmp_path):
     archive = tmp_path / "cut.tgz"
     archive.write_bytes(tar_bytes({f"top/{i}.bin": os.urandom(4000) for i in range(5)})[:6000])
-    with pytest.raises(DataError, match=r"cut.tgz: file: cannot be read to the end"):
+    with pytest.raises(DataError, match=r"cut.tgz: file: cannot be read to the end as a tar archive"):
         extract(archive, tmp_path / "root", {"top/": "images/"}, progress=False)
     assert list((tmp_path / "root").iterdir()) == []
 
@@ -268,7 +268,9 @@ def test_real_layouts_download_and_prepare_through_the_shared_loaders(server, tm
     splits = load_cub(data / "cub")
     all_train = load_cub(real.cub_source)["train"]  # the synthetic source holds nothing out
     held_out = {r.split("/", 1)[1] for r in real.held_out}
-    assert {Path(f).name for f in splits["train"].images["image_file"]} == {Path(f).name for f in all_train.images["image_file"]} - held_out
+    assert {Path(f).name for f in splits["train"].images["image_file"]} == {
+        Path(f).name for f in all_train.images["image_file"]
+    } - held_out
     assert meta["splits"]["train"]["images"] == len(all_train.images) - len(real.held_out)
     assert meta["splits"]["test"] == {"images": len(splits["test"].images), "captions": 10 * len(splits["test"].images)}
     assert not (data / "cub" / "README").exists() and not (data / "cub" / "attributes.txt").exists()

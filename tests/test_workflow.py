@@ -262,7 +262,7 @@ def test_missing_real_data_names_every_file_with_its_address(workflow, tmp_path)
         "resources/torch/hub/checkpoints/resnet50-0676ba61.pth": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
         "resources/torch/hub/checkpoints/resnet152-394f9c45.pth": "https://download.pytorch.org/models/resnet152-394f9c45.pth",
     }
-    lines = [line for line in output.splitlines() if "(sources." in line]
+    lines = [line for line in output.splitlines() if "  (sources." in line]
     assert len(lines) == 21  # 10 of COCO, 9 of CUB, GloVe and two weight files
     for path, address in expected.items():
         assert any(line.strip().startswith(path + " ") and address in line for line in lines), path

@@ -27,7 +27,9 @@ with log_to(snakemake.log[0]):  # noqa: F821 - snakemake is injected by the scri
         if key in archives:
             name, archive = archives[key]
             root = dataset_root(name, Path(config["data_root"]), config["sources"]).resolve()
-            by_hand += ", or put what it holds in place: " + ", ".join(f"its {m} at {root / t}" for m, t in archive.members.items())
+            by_hand += ", or put what it holds in place: " + ", ".join(
+                f"its {m} at {root / t}" for m, t in archive.members.items()
+            )
         raise DownloadError(
             f"{error}\nTo get sources.{key} by hand: {by_hand}; then run the workflow again: what is in place is "
             "verified and used, nothing is downloaded."
