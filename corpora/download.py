@@ -195,11 +195,12 @@ class _FormFinder(HTMLParser):
 
 
 def confirmation_url(page: str, page_url: str, cookies) -> str | None:
-    """The address a "download anyway" page leads to: its form's action with its fields, or the
-    page's address with the confirm token of a ``download_warning`` cookie; None if neither."""
+    """The address a "download anyway" page leads to: the action of its form with a ``confirm``
+    field, with its fields, or the page's address with the confirm token of a
+    ``download_warning`` cookie (older Drive pages); None if neither."""
     form = _FormFinder()
     form.feed(page)
-    if form.action is not None and form.fields:
+    if form.action is not None and "confirm" in form.fields:  # not just any form of a web page
         return urljoin(page_url, form.action) + "?" + urlencode(form.fields)
     for name, value in cookies.items():
         if name.startswith("download_warning"):

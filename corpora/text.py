@@ -115,6 +115,8 @@ def word_vectors(vocab: Vocabulary, dim: int, seed: int, glove_path: str | Path 
 
 def _glove_lines(path: Path):
     """The lines (bytes) of a GloVe text file, or of the one .txt file inside a GloVe .zip."""
+    if path.suffix == ".zip" and not zipfile.is_zipfile(path):
+        raise DataError(path, "archive", "not a readable zip archive (cut short?); delete it to download it again")
     if not zipfile.is_zipfile(path):
         with path.open("rb") as lines:
             yield from lines

@@ -1,6 +1,7 @@
 """The shared loaders, the tokenizer and vocabulary, and prepared (Arrow) splits."""
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -159,3 +160,17 @@ def test_bad_glove_line_names_file_and_line(tmp_path):
     glove.write_text("red 1 2\n")
     with pytest.raises(DataError, match="line 1: expected a word and 3 numbers"):
         word_vectors(Vocabulary.build(["red star"]), 3, seed=0, glove_path=glove)
+
+
+def test_word_vectors_from_a_glove_zip_and_a_broken_one(tmp_path):
+    vocab = Vocabulary.build(["red circle", "blue star"])
+    text = "red 1 2 3\nat red 9 9 9\nstar 7 8 9\n"
+    with zipfile.ZipFile(tmp_path / "glove.zip", "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("glove.txt", text)
+    vectors, found = word_vectors(vocab, 3, seed=0, glove_path=tmp_path / "glove.zip")
+    assert found == 2  # "at red" is one word of the file, not "red"
+    np.testing.assert_array_equal(vectors[vocab.index["red"]], [1, 2, 3])
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes((tmp_path / "glove.zip").read_bytes()[:-30])
+    with pytest.raises(DataError, match=r"cut.zip: archive: not a readable zip archive \(cut short\?\)"):
+        word_vectors(vocab, 3, seed=0, glove_path=cut)

@@ -308,15 +308,27 @@ def test_value_outside_the_schema_is_named(workflow):
 
 
 def test_failing_job_names_its_log(workflow):
+    """A word-vectors file that is not GloVe (here the environment file) fails the prepare job."""
+    not_glove = workflow / "environment.yml"
     result = snakemake(
         workflow, "--cores", "2", "work-smoke/prepared/synthetic-cub", *SMOKE,
-        "--config", 'dataset_settings={"synthetic-cub": {"word_vectors": "nowhere/glove.txt"}}',
+        "--config", f'dataset_settings={{"synthetic-cub": {{"word_vectors": "{not_glove}"}}}}',
     )  # fmt: skip
     output = result.stdout + result.stderr
     log = "work-smoke/logs/prepare/synthetic-cub.log"
     assert result.returncode != 0
     assert "Error in rule prepare" in output and log in output
-    assert "nowhere/glove.txt" in (workflow / log).read_text()
+    assert f"{not_glove}: line 1: expected a word and 64 numbers" in (workflow / log).read_text()
+
+
+def test_a_missing_word_vectors_file_stops_the_plan(workflow):
+    result = snakemake(
+        workflow, "-n", "work-smoke/prepared/synthetic-cub", *SMOKE,
+        "--config", 'dataset_settings={"synthetic-cub": {"word_vectors": "nowhere/glove.txt"}}',
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Missing input files for rule prepare" in result.stdout + result.stderr
+    assert "data-smoke/nowhere/glove.txt" in result.stdout + result.stderr
 
 
 # --- the smoke DAG, run once for real -----------------------------------------------------------
