@@ -384,7 +384,7 @@ def fetch(
         digests = verify(part, source, what=f"download of {source.url}")
     except ChecksumError as error:
         part.unlink()
-        raise ChecksumError(error.path, error.item, f"{error.problem}; the download was deleted") from None
+        raise ChecksumError(target, error.item, f"{error.problem}; the download was deleted") from None
     if not source.has_checksum:
         record_first_digest(target, digests["sha256"], source.url)
     os.replace(part, target)

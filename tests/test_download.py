@@ -17,7 +17,7 @@ from corpora.cub import load_cub
 from corpora.download import ChecksumError, DownloadError, DownloadRefused, NotEnoughSpace, Source, fetch
 from corpora.errors import DataError
 from corpora.prepared import PreparedDataset, prepare_dataset
-from corpora.sources import DOWNLOADS, IMAGENET_WEIGHTS, REAL_DATASETS, dataset_items, source, verify_in_place
+from corpora.sources import DOWNLOADS, IMAGENET_WEIGHTS, REAL_DATASETS, dataset_items, source, unobtainable, verify_in_place
 from tests.loopback import LoopbackServer
 from tests.real_data import DRIVE_PAGE, GLOVE_DIM, serve_real_data, tar_bytes, zip_bytes
 
@@ -90,7 +90,7 @@ def test_attempts_without_progress_give_up_and_keep_the_partial_file(server, tmp
 
 def test_a_wrong_checksum_deletes_the_download(server, tmp_path):
     url = server.add("/file.bin", CONTENT)
-    with pytest.raises(ChecksumError, match=rf"file.bin.part: download of {url}: MD5 is {md5(CONTENT)}, expected 0+ .*deleted"):
+    with pytest.raises(ChecksumError, match=rf"file.bin: download of {url}: MD5 is {md5(CONTENT)}, expected 0+ .*deleted"):
         quick(Source(url, len(CONTENT), "0" * 32), tmp_path / "file.bin")
     assert list(tmp_path.iterdir()) == []
 
@@ -288,3 +288,28 @@ def test_a_split_file_of_another_split_is_named_at_prepare(server, tmp_path):
     reed.write_text(reed.read_text()[::-1])
     with pytest.raises(ChecksumError, match=r"trainvalclasses.txt: sources.cub.trainvalclasses: MD5 is \w+, expected"):
         verify_in_place("cub", root, real.sources)
+
+
+def test_what_cannot_be_obtained_is_listed(tmp_path):
+    import copy
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    sources = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["sources"]
+    data = tmp_path / "data"
+    items = dataset_items("cub", data / "cub", data)
+    downloadable = {item.archive or item.path for item in items}
+    assert unobtainable(items, sources, downloadable) == []
+    no_address = copy.deepcopy(sources)
+    no_address["cub"]["captions"]["url"] = None
+    assert [item.path for item in unobtainable(items, no_address, downloadable)] == [data / "cub" / "text_c10"]
+    (data / DOWNLOADS).mkdir(parents=True)
+    (data / DOWNLOADS / "cvpr2016_cub.tar.gz").touch()  # an archive in place is extracted: obtainable
+    assert unobtainable(items, no_address, downloadable) == []
+    offline = copy.deepcopy(sources) | {"download": False}
+    (data / "cub" / "seen_test_images.txt").parent.mkdir(parents=True)
+    (data / "cub" / "seen_test_images.txt").touch()
+    missing = {item.path.name for item in unobtainable(items, offline, downloadable)}
+    assert missing == {"trainvalclasses.txt", "testclasses.txt", "images", "images.txt", "classes.txt", "image_class_labels.txt"}

@@ -262,7 +262,7 @@ def one_of(names):
     return "|".join(re.escape(str(name)) for name in sorted(names, key=str))
 
 
-# What the rules below produce: plain files per dataset (path under its root -> source key),
+# What the rules of download.smk produce: plain files per dataset (path under its root -> source key),
 # archives under data_root/downloads (file name -> source key), GloVe and the weights.
 PLAIN_FILES = {name: {str(path): f"{name}.{key}" for key, path in data.files.items()} for name, data in REAL_DATASETS.items()}
 PLAIN_FILE_KEYS = {str(dataset_root(name) / path): key for name, files in PLAIN_FILES.items() for path, key in files.items()}
@@ -292,11 +292,15 @@ def check_real_data():
     items = {item.path: item for name in config["datasets"] if name in REAL_DATASETS for item in real_data_items(name)}
     missing = unobtainable(list(items.values()), SOURCES, DOWNLOADABLE)
     if missing:
-        why = "downloads are off (sources.download: false)" if not SOURCES["download"] else "no rule can fetch them"
+        if SOURCES["download"]:
+            why = "cannot be downloaded (no address, or a path no download rule writes)"
+            fix = f"give its source an address (url), or for GloVe set word_vectors to the downloaded {glove_path(DATA_ROOT)}"
+        else:
+            why, fix = "downloads are off (sources.download: false)", "set sources.download: true to fetch them"
         raise WorkflowError(
             f"Real data is missing and {why}:\n{missing_message(missing, SOURCES)}\n"
             f"Put each file or folder there by hand (the README's section 'Real data' shows the layout), "
-            f"or set sources.download: true to fetch them ({len(missing)} missing)."
+            f"or {fix} ({len(missing)} missing)."
         )
 
 
