@@ -1,6 +1,6 @@
 # pcme-bench: PCME against PVSE, VSE0 and VSE++ on COCO and CUB (and their synthetic twins).
-# Stages, one rule file each: data -> prepare -> train -> embed -> evaluate -> aggregate -> plots
-# -> report. `snakemake --cores 8 all` builds every results/*.csv and plot; `snakemake report`
+# Stages, one rule file each: download (real data) or data (synthetic) -> prepare -> train -> embed
+# -> evaluate -> aggregate -> plots -> report. `snakemake --cores 8 all` builds every results/*.csv and plot; `snakemake report`
 # renders results/report/index.html from them.
 
 
@@ -20,6 +20,7 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+include: "workflow/rules/download.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/pretrain.smk"

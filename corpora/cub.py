@@ -7,12 +7,17 @@ Layout under the dataset root (the real data and ``synthetic-cub`` alike)::
     classes.txt              "<class id> <class dir>"                  (CUB_200_2011)
     image_class_labels.txt   "<image id> <class id>"                   (CUB_200_2011)
     text_c10/<class dir>/<image file stem>.txt   ten captions, one a line (Reed et al.)
-    trainvalclasses.txt, testclasses.txt        class dirs, one a line (Reed et al.)
+    trainvalclasses.txt, testclasses.txt        class dirs, one a line (PCME's split files)
+    seen_test_images.txt     "<class dir>/<file>" of images held out of training (PCME)
 
-The benchmark trains on the 150 trainval classes and tests on the 50 disjoint
-test classes; every image-caption pair of one class is a match. CUB captions
-have no ids of their own, so caption ``k`` (0-based line) of image ``i`` gets
-id ``100 * i + k``.
+The split is PCME's (its ``datasets/annotations/cub/``): Xian et al. 2017's proposed zero-shot
+split, 150 trainval classes and 50 disjoint test classes none of which is an ImageNet-1K class,
+so the ImageNet-pretrained backbone has seen none of them. Reed et al.'s archive carries files of
+the same names with another class split; they are not these. As PCME's code does
+(``datasets/_dataloader.py``, ``omit_ids``), training leaves out the images listed in
+``seen_test_images.txt`` (Xian et al.'s test images of the seen classes); the test split is every
+image of the test classes. Every image-caption pair of one class is a match. CUB captions have no
+ids of their own, so caption ``k`` (0-based line) of image ``i`` gets id ``100 * i + k``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from corpora.text import tokenize
 
 CUB_SPLITS = ("train", "test")
 SPLIT_CLASSES_FILE = {"train": "trainvalclasses.txt", "test": "testclasses.txt"}
+HELD_OUT_FILE = "seen_test_images.txt"
 CAPTION_ID_STRIDE = 100
 
 
@@ -59,20 +65,45 @@ class CubLayout:
     def split_classes(self, split: str) -> Path:
         return self.root / SPLIT_CLASSES_FILE[split]
 
+    @property
+    def seen_test_images(self) -> Path:
+        """Images of the training classes held out of training, one ``<class dir>/<file>`` a line."""
+        return self.root / HELD_OUT_FILE
+
     def ground_truth(self, direction: str) -> Path:
         """Complete positives of the test split (synthetic data only), ECCV Caption's format."""
         return self.root / f"full_{direction}.json"
 
     def required_files(self, splits=CUB_SPLITS) -> list[Path]:
-        return [self.images_txt, self.classes_txt, self.image_class_labels_txt, *(self.split_classes(s) for s in splits)]
+        held_out = [self.seen_test_images] if "train" in splits else []
+        return [
+            self.images_txt, self.classes_txt, self.image_class_labels_txt, *(self.split_classes(s) for s in splits), *held_out,
+        ]  # fmt: skip
+
+
+def read_lines(path: Path, item: str | None = None) -> list[str]:
+    """The lines of a UTF-8 text file (no line ends). A missing file, or a line that is not UTF-8,
+    raises a DataError naming the file and the line (prefixed by ``item`` when given)."""
+    if not path.is_file():
+        raise DataError(path, item or "file", "not found")
+    lines = path.read_bytes().split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    decoded = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            decoded.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as error:
+            where = f"{item}, line {number}" if item else f"line {number}"
+            bad = raw[error.start : error.start + 1]
+            raise DataError(path, where, f"not UTF-8 text (byte 0x{bad.hex()} at column {error.start + 1})") from None
+    return decoded
 
 
 def _read_pairs(path: Path, what: str) -> dict[int, str]:
     """An ``<integer id> <value>`` file as a dict; malformed or repeated lines raise DataError."""
-    if not path.is_file():
-        raise DataError(path, "file", "not found")
     pairs: dict[int, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         key, _, value = line.strip().partition(" ")
@@ -85,16 +116,30 @@ def _read_pairs(path: Path, what: str) -> dict[int, str]:
 
 
 def _read_names(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DataError(path, "file", "not found")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_lines(path) if line.strip()]
+
+
+def _read_held_out(layout: CubLayout, images: dict[int, str]) -> set[int]:
+    """Image ids listed in seen_test_images.txt; a line naming no image of images.txt is a DataError."""
+    path = layout.seen_test_images
+    image_of_file = {relative: image_id for image_id, relative in images.items()}
+    held_out = set()
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        if line.strip() not in image_of_file:
+            raise DataError(path, f"line {number}", f"{line.strip()!r} is not an image of {layout.images_txt}")
+        held_out.add(image_of_file[line.strip()])
+    return held_out
 
 
 def read_captions(path: Path, item: str, expected: int | None) -> list[str]:
     """The captions of one image file: one a line, none empty, ``expected`` of them if given."""
     if not path.is_file():
         raise DataError(path, item, "caption file is missing")
-    lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    lines = read_lines(path, item)
+    while lines and not lines[-1]:  # empty lines at the end of the file
+        lines.pop()
     for number, line in enumerate(lines, start=1):
         if not tokenize(line):
             raise DataError(path, f"{item}, line {number}", f"caption is empty: {line!r}")
@@ -157,10 +202,13 @@ def load_cub(
                 layout.split_classes("test"), f"class {names[0]}", f"also in the training classes ({len(names)} shared)"
             )
 
+    held_out = _read_held_out(layout, images) if "train" in splits else set()
     width = max(classes)
     result = {}
     for split, class_ids in split_classes.items():
-        image_ids = sorted(i for c in class_ids for i in by_class[c])
+        image_ids = sorted(i for c in class_ids for i in by_class[c] if split != "train" or i not in held_out)
+        if not image_ids:
+            raise DataError(layout.seen_test_images, "file", f"holds out every image of the {split} classes")
         image_rows, caption_rows = [], []
         for index, image_id in enumerate(image_ids):
             relative = images[image_id]

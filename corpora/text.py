@@ -8,8 +8,11 @@ model that never saw it.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -79,32 +82,55 @@ class Vocabulary:
 def word_vectors(vocab: Vocabulary, dim: int, seed: int, glove_path: str | Path | None = None) -> tuple[np.ndarray, int]:
     """A (len(vocab), dim) float32 matrix of initial word vectors, and how many came from GloVe.
 
-    Rows start as N(0, 0.1^2) from ``seed``; ``<pad>`` is zero. With ``glove_path``
-    (a GloVe text file such as glove.840B.300d.txt: a word, then ``dim`` numbers,
-    per line) every vocabulary word found there takes its GloVe vector. Words in
-    the 840B file may contain spaces, so the vector is read from the right.
+    Rows start as N(0, 0.1^2) from ``seed``; ``<pad>`` is zero. With ``glove_path`` (a GloVe text
+    file such as glove.840B.300d.txt: a word, then ``dim`` numbers, per line; or the .zip that
+    holds it, read as a stream so the 5.6 GB text never lands on disk) every vocabulary word found
+    there takes its GloVe vector, and only those rows are kept. Words in the 840B file may contain
+    spaces, so each line is read from the right. A word listed twice takes its last vector.
     """
     rng = np.random.default_rng(seed)
     vectors = rng.normal(0.0, 0.1, size=(len(vocab), dim)).astype(np.float32)
     vectors[vocab.index[PAD]] = 0.0
-    found = 0
     if glove_path is None:
-        return vectors, found
+        return vectors, 0
     glove_path = Path(glove_path)
     if not glove_path.is_file():
-        raise DataError(glove_path, "word vectors", "file not found; download GloVe or set word_vectors to null")
-    with glove_path.open(encoding="utf-8", errors="strict") as lines:
-        for number, line in enumerate(lines, start=1):
-            fields = line.rstrip("\n").rstrip(" ").split(" ")
-            if len(fields) < dim + 1:
-                raise DataError(glove_path, f"line {number}", f"expected a word and {dim} numbers, found {len(fields)} fields")
-            word = " ".join(fields[:-dim])
-            row = vocab.index.get(word)
-            if row is None or word in SPECIAL_TOKENS:
-                continue
-            try:
-                vectors[row] = np.asarray(fields[-dim:], dtype=np.float32)
-            except ValueError as error:
-                raise DataError(glove_path, f"line {number} ({word!r})", f"not a number: {error}") from None
-            found += 1
-    return vectors, found
+        raise DataError(glove_path, "word vectors", "file not found (the download rule fetches GloVe; see the README)")
+    # Lines are compared as bytes: only lines of vocabulary words are decoded and parsed.
+    rows = {word.encode("utf-8"): i for i, word in enumerate(vocab.words) if word not in SPECIAL_TOKENS}
+    from_file = np.zeros(len(vocab), dtype=bool)
+    for number, raw in enumerate(_glove_lines(glove_path), start=1):
+        line = raw.rstrip(b"\r\n").rstrip(b" ")
+        spaces = line.count(b" ")
+        if spaces < dim:
+            raise DataError(glove_path, f"line {number}", f"expected a word and {dim} numbers, found {spaces + 1} fields")
+        word = line[: line.index(b" ")] if spaces == dim else line.rsplit(b" ", dim)[0]
+        row = rows.get(word)
+        if row is None:
+            continue
+        try:
+            vectors[row] = np.array(line[len(word) + 1 :].split(b" "), dtype=np.float32)
+        except ValueError as error:
+            shown = word.decode("utf-8", errors="replace")
+            raise DataError(glove_path, f"line {number} ({shown!r})", f"not a number: {error}") from None
+        from_file[row] = True
+    return vectors, int(from_file.sum())
+
+
+def _glove_lines(path: Path):
+    """The lines (bytes) of a GloVe text file, or of the one .txt file inside a GloVe .zip."""
+    if path.suffix == ".zip" and not zipfile.is_zipfile(path):
+        raise DataError(path, "archive", "not a readable zip archive (cut short?); delete it to download it again")
+    if not zipfile.is_zipfile(path):
+        with path.open("rb") as lines:
+            yield from lines
+        return
+    try:
+        with zipfile.ZipFile(path) as bundle:
+            texts = [name for name in bundle.namelist() if name.endswith(".txt")]
+            if len(texts) != 1:
+                raise DataError(path, "archive", f"expected one .txt file of word vectors inside, found {texts}")
+            with bundle.open(texts[0]) as member:
+                yield from io.BufferedReader(member, 1 << 20)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:  # truncated download, CRC mismatch
+        raise DataError(path, "archive", f"cannot be read to the end ({error}); delete it to download it again") from None

@@ -336,3 +336,31 @@ def test_a_full_disk_during_a_checkpoint_save_names_the_file_and_the_free_space(
         assert not (disk / "run" / "checkpoint.pt").exists()
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_cub_text_that_is_not_utf8_names_file_and_line(tiny_cub):
+    image_id, relative = first_cub_image(tiny_cub)
+    text = CubLayout(tiny_cub).caption_file(relative)
+    lines = text.read_bytes().split(b"\n")
+    lines[2] = b"this bird has a r\xe9d crown"  # Latin-1, not UTF-8
+    text.write_bytes(b"\n".join(lines))
+    with pytest.raises(
+        DataError, match=rf"{re.escape(text.name)}: image id {image_id} .*, line 3: not UTF-8 text \(byte 0xe9 at column 18\)"
+    ):
+        load_cub(tiny_cub)
+    classes = CubLayout(tiny_cub).classes_txt
+    classes.write_bytes(classes.read_bytes() + b"99 099.Caf\xe9_Bird\n")
+    with pytest.raises(DataError, match=r"classes.txt: line \d+: not UTF-8 text \(byte 0xe9"):
+        load_cub(tiny_cub)
+
+
+def test_cub_held_out_image_unknown(tiny_cub):
+    layout = CubLayout(tiny_cub)
+    layout.seen_test_images.write_text("001.Nobody/Nobody_0001.jpg\n")
+    with pytest.raises(
+        DataError, match=r"seen_test_images.txt: line 1: '001.Nobody/Nobody_0001.jpg' is not an image of .*images.txt"
+    ):
+        load_cub(tiny_cub)
+    layout.seen_test_images.unlink()
+    with pytest.raises(DataError, match=r"seen_test_images.txt: file: not found"):
+        load_cub(tiny_cub)

@@ -1,13 +1,14 @@
 """The shared loaders, the tokenizer and vocabulary, and prepared (Arrow) splits."""
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
 import yaml
 
 from corpora.coco import CocoLayout, load_coco
-from corpora.cub import load_cub
+from corpora.cub import CubLayout, load_cub
 from corpora.errors import DataError
 from corpora.prepared import PreparedDataset, prepare_dataset
 from corpora.synthetic import write_synthetic
@@ -56,6 +57,21 @@ def test_coco_labels_are_category_id_minus_one(tiny_coco_source):
         expected.setdefault(ann["image_id"], set()).add(ann["category_id"] - 1)
     for row, image_id in enumerate(test.images["image_id"]):
         assert set(np.flatnonzero(test.labels[row])) == expected[image_id]
+
+
+def test_cub_training_leaves_out_the_held_out_images(tiny_cub):
+    """PCME's seen_test_images.txt: listed images of training classes leave training; the test split
+    keeps every image of its classes, listed or not (PCME applies the list to training only)."""
+    layout = CubLayout(tiny_cub)
+    before = load_cub(tiny_cub)
+    assert layout.seen_test_images.read_text() == ""  # the synthetic twin holds nothing out
+    train_image, test_image = before["train"].images["image_file"][1], before["test"].images["image_file"][0]
+    layout.seen_test_images.write_text(f"{train_image.removeprefix('images/')}\n{test_image.removeprefix('images/')}\n")
+    after = load_cub(tiny_cub)
+    assert list(after["train"].images["image_file"]) == [f for f in before["train"].images["image_file"] if f != train_image]
+    assert list(after["test"].images["image_file"]) == list(before["test"].images["image_file"])
+    assert len(after["train"].captions) == len(before["train"].captions) - 10
+    assert after["train"].captions["image_index"].max() == len(after["train"].images) - 1
 
 
 def test_cub_caption_ids(tiny_cub_source):
@@ -144,3 +160,17 @@ def test_bad_glove_line_names_file_and_line(tmp_path):
     glove.write_text("red 1 2\n")
     with pytest.raises(DataError, match="line 1: expected a word and 3 numbers"):
         word_vectors(Vocabulary.build(["red star"]), 3, seed=0, glove_path=glove)
+
+
+def test_word_vectors_from_a_glove_zip_and_a_broken_one(tmp_path):
+    vocab = Vocabulary.build(["red circle", "blue star"])
+    text = "red 1 2 3\nat red 9 9 9\nstar 7 8 9\n"
+    with zipfile.ZipFile(tmp_path / "glove.zip", "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("glove.txt", text)
+    vectors, found = word_vectors(vocab, 3, seed=0, glove_path=tmp_path / "glove.zip")
+    assert found == 2  # "at red" is one word of the file, not "red"
+    np.testing.assert_array_equal(vectors[vocab.index["red"]], [1, 2, 3])
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes((tmp_path / "glove.zip").read_bytes()[:-30])
+    with pytest.raises(DataError, match=r"cut.zip: archive: not a readable zip archive \(cut short\?\)"):
+        word_vectors(vocab, 3, seed=0, glove_path=cut)

@@ -19,6 +19,8 @@ import yaml
 from pcmebench import aggregate as agg
 from pcmebench.runs import merge_config
 from tests.conftest import REPO
+from tests.loopback import LoopbackServer
+from tests.real_data import serve_real_data
 
 SMOKE = ("--configfile", "config/smoke.yaml")
 METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
@@ -96,16 +98,30 @@ def planned_jobs(output: str) -> list[dict]:
     return jobs
 
 
-def place_real_layouts(root: Path) -> Path:
-    """Empty files where COCO's and CUB's key files go: enough for the workflow to plan over them."""
-    from corpora.coco import CocoLayout
-    from corpora.cub import CubLayout
+def place_real_layouts(root: Path, resources: Path | None = None) -> Path:
+    """Placeholders where the real data's files and folders go under data_root ``root`` (COCO's and
+    CUB's layouts, GloVe) and, given the workflow's ``resources`` folder, the ImageNet weights:
+    enough for the workflow to plan over them without a download."""
+    from corpora.sources import IMAGENET_WEIGHTS, REAL_DATASETS, dataset_items, glove_path, weights_path
 
-    for layout in (CocoLayout(root / "coco"), CubLayout(root / "cub")):
-        for path in layout.required_files():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
+    items = [item for name in REAL_DATASETS for item in dataset_items(name, root / name, root)]
+    files = [item.path for item in items if not item.folder] + [glove_path(root)]
+    files += [weights_path(encoder, resources / "torch") for encoder in IMAGENET_WEIGHTS] if resources else []
+    for item in items:
+        if item.folder:
+            item.path.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
     return root
+
+
+REAL_DATA_JOBS = {
+    "download_archive": 5, "download_coco_file": 4, "download_cub_file": 3, "download_glove": 1, "download_imagenet_weights": 2,
+    "extract_coco_train2014": 1, "extract_coco_val2014": 1, "extract_coco_annotations": 1, "extract_cub_images": 1,
+    "extract_cub_captions": 1,
+}  # fmt: skip
+PAPER_JOBS = {"prepare": 2, "train": 30, "embed": 30, "evaluate": 30, "aggregate": 1, "plots": 1, "report": 1, "all": 1}
 
 
 # --- planning ----------------------------------------------------------------------------------
@@ -138,11 +154,11 @@ def test_nested_command_line_values_are_typed_by_the_schema(workflow):
 
 
 def test_paper_dag_plans_over_data_in_the_real_layouts(workflow, tmp_path):
-    root = place_real_layouts(tmp_path / "real")
+    root = place_real_layouts(tmp_path / "real", workflow / "resources")
     result = snakemake(workflow, "-n", "all", "report", "--configfile", "config/paper.yaml", "--config", f"data_root={root}")
     assert result.returncode == 0, tail(result)
     counts = job_counts(result.stdout)
-    assert counts == {"prepare": 2, "train": 30, "embed": 30, "evaluate": 30, "aggregate": 1, "plots": 1, "report": 1, "all": 1}
+    assert counts == PAPER_JOBS  # data in place: nothing to download
     jobs = planned_jobs(result.stdout)
     expected = {(d, m, str(s)) for d in ("coco", "cub") for m in METHODS for s in (0, 1, 2)}
     for rule in ("train", "embed", "evaluate"):
@@ -152,6 +168,51 @@ def test_paper_dag_plans_over_data_in_the_real_layouts(workflow, tmp_path):
         assert planned == expected, rule
     # device auto on real data: every training and embedding job asks for a GPU
     assert all(j["resources"].get("gpu") == "1" for j in jobs if j["rule"] in ("train", "embed"))
+
+
+def test_paper_dag_plans_every_download_when_nothing_is_in_place(workflow, tmp_path):
+    result = snakemake(
+        workflow, "-n", "all", "report", "--configfile", "config/paper.yaml", "--config", f"data_root={tmp_path / 'empty'}"
+    )
+    assert result.returncode == 0, tail(result)
+    assert job_counts(result.stdout) == REAL_DATA_JOBS | PAPER_JOBS
+    jobs = planned_jobs(result.stdout)
+    archives = {job["wildcards"]["archive"] for job in jobs if job["rule"] == "download_archive"}
+    assert archives == {"train2014.zip", "val2014.zip", "annotations_trainval2014.zip", "CUB_200_2011.tgz", "cvpr2016_cub.tar.gz"}
+    assert {job["wildcards"]["weights"] for job in jobs if job["rule"] == "download_imagenet_weights"} == {
+        "resnet50-0676ba61.pth", "resnet152-394f9c45.pth",
+    }  # fmt: skip
+
+
+def test_download_target_fetches_the_real_data_once_and_prepare_reads_it(workflow, tmp_path):
+    """The real DAG's data stage on stand-ins served from 127.0.0.1 (tests/real_data.py): the download
+    target fetches, verifies and extracts everything; a second run makes no request; prepare reads
+    the real layouts through the shared loaders."""
+    server = LoopbackServer()
+    try:
+        real = serve_real_data(server, tmp_path / "served")
+        data = tmp_path / "data"
+        (workflow / "local-sources.yaml").write_text(yaml.safe_dump({"data_root": str(data), "sources": real.sources}))
+        args = ("--configfile", "config/paper.yaml", "local-sources.yaml")
+        result = snakemake(workflow, "--cores", "2", "download", "work/prepared/coco", "work/prepared/cub", *args)
+        assert result.returncode == 0, tail(result)
+        assert job_counts(result.stderr) == REAL_DATA_JOBS | {"prepare": 2, "download": 1}
+        # archives are gone once extracted; the Drive file's SHA-256 is kept (no published checksum)
+        assert sorted(p.name for p in (data / "downloads").iterdir()) == ["cvpr2016_cub.tar.gz.sha256"]
+        assert (workflow / "resources" / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth").is_file()
+        coco = json.loads((workflow / "work" / "prepared" / "coco" / "meta.json").read_text())
+        cub = json.loads((workflow / "work" / "prepared" / "cub" / "meta.json").read_text())
+        assert coco["splits"]["test"]["images"] == 10 and coco["label_width"] == 40 and coco["words_from_word_vectors_file"] > 0
+        assert cub["splits"]["train"]["images"] == 4 * 3 - len(real.held_out)
+        requests = len(server.requests)
+        again = snakemake(workflow, "-n", "download", *args)
+        assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+        plan = snakemake(workflow, "-n", "all", *args)
+        assert plan.returncode == 0, tail(plan)
+        assert not set(job_counts(plan.stdout)) & set(REAL_DATA_JOBS) and job_counts(plan.stdout)["train"] == 30
+        assert len(server.requests) == requests
+    finally:
+        server.close()
 
 
 def test_slurm_profile_names_the_executor_and_sizes_the_stages():
@@ -182,12 +243,42 @@ def test_slurm_profile_plans_the_paper_dag(workflow, tmp_path):
 # --- bad input ---------------------------------------------------------------------------------
 
 
-def test_missing_real_data_says_how_to_get_it(workflow, tmp_path):
-    result = snakemake(workflow, "-n", "all", "--configfile", "config/paper.yaml", "--config", f"data_root={tmp_path / 'empty'}")
+def test_missing_real_data_names_every_file_with_its_address(workflow, tmp_path):
+    """Downloads off: the plan stops, naming every missing file of both datasets with its address."""
+    root = tmp_path / "empty"
+    result = snakemake(
+        workflow, "-n", "all", "--configfile", "config/paper.yaml", "--config", f"data_root={root}", 'sources={"download": false}'
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "the real dataset is not under" in output and "captions_train2014.json" in output
-    assert "cocodataset.org" in output and "README" in output
+    assert "Real data is missing and downloads are off (sources.download: false)" in output
+    assert "the README's section 'Real data'" in output and "## Real data" in (REPO / "README.md").read_text()
+    expected = {
+        f"{root}/coco/images/train2014/": "http://images.cocodataset.org/zips/train2014.zip",
+        f"{root}/coco/annotations/instances_val2014.json": "http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
+        f"{root}/coco/annotations/coco_test_ids.npy": "MD5 61aa5bc32ade5a0dfa3dc907160a3b55",
+        f"{root}/cub/images/": "CUB_200_2011.tgz?download=1",
+        f"{root}/cub/text_c10/": "https://drive.google.com/uc?export=download&id=0B0ywwgffWnLLZW9uVHNjb2JmNlE",
+        f"{root}/cub/seen_test_images.txt": "MD5 bf9e2982cb96bdaa95e5f2e31821b461",
+        f"{root}/glove/glove.840B.300d.zip": "http://nlp.stanford.edu/data/glove.840B.300d.zip",
+        "resources/torch/hub/checkpoints/resnet50-0676ba61.pth": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+        "resources/torch/hub/checkpoints/resnet152-394f9c45.pth": "https://download.pytorch.org/models/resnet152-394f9c45.pth",
+    }
+    lines = [line for line in output.splitlines() if "  (sources." in line]
+    assert len(lines) == 21  # 10 of COCO, 9 of CUB, GloVe and two weight files
+    for path, address in expected.items():
+        assert any(line.strip().startswith(path + " ") and address in line for line in lines), path
+
+
+def test_an_archive_in_place_is_extracted_without_downloads(workflow, tmp_path):
+    root = place_real_layouts(tmp_path / "real", workflow / "resources")
+    shutil.rmtree(root / "cub" / "text_c10")
+    (root / "downloads").mkdir()
+    (root / "downloads" / "cvpr2016_cub.tar.gz").touch()
+    args = ("--configfile", "config/paper.yaml", "--config", f"data_root={root}", 'sources={"download": false}')
+    result = snakemake(workflow, "-n", "all", *args)
+    assert result.returncode == 0, tail(result)
+    assert job_counts(result.stdout)["extract_cub_captions"] == 1 and "download_archive" not in job_counts(result.stdout)
 
 
 def test_dataset_without_settings_is_named(workflow):
@@ -219,15 +310,27 @@ def test_value_outside_the_schema_is_named(workflow):
 
 
 def test_failing_job_names_its_log(workflow):
+    """A word-vectors file that is not GloVe (here the environment file) fails the prepare job."""
+    not_glove = workflow / "environment.yml"
     result = snakemake(
         workflow, "--cores", "2", "work-smoke/prepared/synthetic-cub", *SMOKE,
-        "--config", 'dataset_settings={"synthetic-cub": {"word_vectors": "nowhere/glove.txt"}}',
+        "--config", f'dataset_settings={{"synthetic-cub": {{"word_vectors": "{not_glove}"}}}}',
     )  # fmt: skip
     output = result.stdout + result.stderr
     log = "work-smoke/logs/prepare/synthetic-cub.log"
     assert result.returncode != 0
     assert "Error in rule prepare" in output and log in output
-    assert "nowhere/glove.txt" in (workflow / log).read_text()
+    assert f"{not_glove}: line 1: expected a word and 64 numbers" in (workflow / log).read_text()
+
+
+def test_a_missing_word_vectors_file_stops_the_plan(workflow):
+    result = snakemake(
+        workflow, "-n", "work-smoke/prepared/synthetic-cub", *SMOKE,
+        "--config", 'dataset_settings={"synthetic-cub": {"word_vectors": "nowhere/glove.txt"}}',
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Missing input files for rule prepare" in result.stdout + result.stderr
+    assert "data-smoke/nowhere/glove.txt" in result.stdout + result.stderr
 
 
 # --- the smoke DAG, run once for real -----------------------------------------------------------

@@ -16,8 +16,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
-from corpora.coco import CocoLayout
-from corpora.cub import CubLayout
 from pcmebench.configcheck import coerce_command_line_scalars, load_schema, recipe_problems, schema_problems
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -34,7 +32,6 @@ validate(config, "../schemas/config.schema.yaml")
 DATA_ROOT = Path(config["data_root"])
 WORK = Path(config["work_dir"])
 RESULTS = Path("results")
-LAYOUTS = {"coco": CocoLayout, "cub": CubLayout}
 
 # A torch job uses every core it is given; several on the same cores slow each other down far
 # more than they gain (measured: 4 trainings x 2 threads on 2 cores ran ~15x slower each). So
@@ -48,7 +45,6 @@ RESULT_TABLES = [str(RESULTS / f"{table}.csv") for table in ("metrics", "summary
 PUBLISHED_NUMBERS = str(Path(workflow.basedir) / "workflow" / "resources" / "published_numbers.csv")
 PAPER_TABLE = str(RESULTS / "paper.csv")
 BOOTSTRAP = {"replicates": 1000, "seed": 0} | config.get("bootstrap", {})
-REAL_DATASETS = ("coco", "cub")
 CONDA_ENV = "../../environment.yml"
 # Shell commands run their Python with `exec`, which makes the job's process the Python process, so a
 # signal to the job (a kill, a scheduler's time limit) reaches it instead of orphaning it.
@@ -179,36 +175,12 @@ def run_dirs():
     ]
 
 
-REAL_DATA_HELP = {
-    "coco": (
-        "MS-COCO 2014: images/train2014 and images/val2014 from cocodataset.org (train2014.zip, "
-        "val2014.zip); annotations/captions_*2014.json and instances_*2014.json from "
-        "annotations_trainval2014.zip; annotations/coco_{train,restval,dev,test}_ids.npy, the "
-        "VSE++/PCME split files (VSE++'s data archive, or PCME's README)."
-    ),
-    "cub": (
-        "CUB-200-2011 (images/, images.txt, classes.txt, image_class_labels.txt from "
-        "CUB_200_2011.tgz) and the captions of Reed et al. 2016 (text_c10/, trainvalclasses.txt, "
-        "testclasses.txt from cvpr2016_cub), all in one folder."
-    ),
-}
-
-
 def raw_dataset(wildcards):
-    """Input of prepare: the generated folder, or the real data's key files with a how-to if absent."""
+    """Input of prepare: the generated folder, or the real data's files and folders (real_data_inputs)."""
     name = wildcards.dataset
     if name in SYNTHETIC_FORMAT:
         return str(DATA_ROOT / name)
-    root = DATA_ROOT / name
-    required = LAYOUTS[name](root).required_files()
-    missing = [str(p) for p in required if not p.exists()]
-    if missing:
-        raise WorkflowError(
-            f"{name}: the real dataset is not under {root} (missing {', '.join(missing[:3])}"
-            f"{' ...' if len(missing) > 3 else ''}). It cannot be downloaded by this workflow yet; "
-            f"get {REAL_DATA_HELP[name]} Place them under {root}/ as the README's 'Real data' section shows."
-        )
-    return [str(p) for p in required]
+    return real_data_inputs(name)
 
 
 def word_vectors_file(name):
@@ -217,3 +189,111 @@ def word_vectors_file(name):
     if path is None:
         return None
     return str(path if Path(path).is_absolute() else DATA_ROOT / path)
+
+
+# --- Real data: what the rules of download.smk fetch and extract, and what the jobs read. ---
+import re
+
+from corpora.sources import (
+    DOWNLOADS,
+    IMAGENET_WEIGHTS,
+    REAL_DATASETS,
+    Item,
+    dataset_items,
+    glove_path,
+    missing_message,
+    unobtainable,
+    weights_path,
+)
+from corpora.sources import dataset_root as real_dataset_root
+
+SOURCES = config["sources"]
+# The workflow's resources folder: torchvision's ImageNet weights, once for every job and node.
+RESOURCES = Path("resources")
+TORCH_HOME = RESOURCES / "torch"
+os.environ.update(TORCH_HOME=str(TORCH_HOME.resolve()))
+
+
+def dataset_root(name):
+    """Where a dataset's raw files are: data_root/<name>, or sources.<name>.root for a real one."""
+    return real_dataset_root(name, DATA_ROOT, SOURCES) if name in REAL_DATASETS else DATA_ROOT / name
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these strings."""
+    return "|".join(re.escape(str(name)) for name in sorted(names, key=str))
+
+
+# What the rules of download.smk produce: plain files per dataset (path under its root -> source key),
+# archives under data_root/downloads (file name -> source key), GloVe and the weights.
+PLAIN_FILES = {name: {str(path): f"{name}.{key}" for key, path in data.files.items()} for name, data in REAL_DATASETS.items()}
+PLAIN_FILE_KEYS = {str(dataset_root(name) / path): key for name, files in PLAIN_FILES.items() for path, key in files.items()}
+ARCHIVES = {archive.file: f"{name}.{key}" for name, data in REAL_DATASETS.items() for key, archive in data.archives.items()}
+WEIGHT_FILES = {file: f"imagenet.{encoder}" for encoder, file in IMAGENET_WEIGHTS.items()}
+DOWNLOADABLE = {
+    *(Path(path) for path in PLAIN_FILE_KEYS),
+    *(DATA_ROOT / DOWNLOADS / file for file in ARCHIVES),
+    *(weights_path(encoder, TORCH_HOME) for encoder in IMAGENET_WEIGHTS),
+    glove_path(DATA_ROOT),
+}
+
+
+def real_data_items(name):
+    """Everything a real dataset's jobs read: its layout, its GloVe file, its ImageNet weights."""
+    items = dataset_items(name, dataset_root(name), DATA_ROOT)
+    if word_vectors_file(name):
+        items.append(Item(Path(word_vectors_file(name)), "glove"))
+    items += [Item(Path(path), f"imagenet.{dataset_settings(name)['image_encoder']}") for path in imagenet_weights_files(name)]
+    return items
+
+
+@functools.cache
+def check_real_data():
+    """Stop the plan when a file of a configured real dataset is neither in place nor downloadable,
+    naming every such file of every dataset with its address."""
+    items = {item.path: item for name in config["datasets"] if name in REAL_DATASETS for item in real_data_items(name)}
+    missing = unobtainable(list(items.values()), SOURCES, DOWNLOADABLE)
+    if missing:
+        if SOURCES["download"]:
+            why = "cannot be downloaded (no address, or a path no download rule writes)"
+            fix = f"give its source an address (url), or for GloVe set word_vectors to the downloaded {glove_path(DATA_ROOT)}"
+        else:
+            why, fix = "downloads are off (sources.download: false)", "set sources.download: true to fetch them"
+        raise WorkflowError(
+            f"Real data is missing and {why}:\n{missing_message(missing, SOURCES)}\n"
+            f"Put each file or folder there by hand (the README's section 'Real data' shows the layout), "
+            f"or {fix} ({len(missing)} missing)."
+        )
+
+
+def real_data_inputs(name):
+    """The files and folders prepare reads for a real dataset (checked first, see check_real_data)."""
+    check_real_data()
+    return [str(item.path) for item in dataset_items(name, dataset_root(name), DATA_ROOT)]
+
+
+def imagenet_weights_files(name):
+    """The ImageNet weights file a dataset's training starts from, if it uses any."""
+    data = dataset_settings(name)
+    if data["image_encoder"] in IMAGENET_WEIGHTS and data["training"]["pretrained"]:
+        return [str(weights_path(data["image_encoder"], TORCH_HOME))]
+    return []
+
+
+def imagenet_weights(wildcards):
+    """{"imagenet_weights": path} for the train rule where the image encoder starts from ImageNet."""
+    files = imagenet_weights_files(wildcards.dataset)
+    if files and wildcards.dataset in REAL_DATASETS:
+        check_real_data()
+    return {"imagenet_weights": files[0]} if files else {}
+
+
+def word_vectors_input(wildcards):
+    """The GloVe file prepare reads, if the dataset uses one."""
+    path = word_vectors_file(wildcards.dataset)
+    return [path] if path else []
+
+
+def everything_to_download(wildcards):
+    check_real_data()
+    return sorted({str(item.path) for name in config["datasets"] if name in REAL_DATASETS for item in real_data_items(name)})

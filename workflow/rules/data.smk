@@ -1,4 +1,5 @@
-# Stage 1, data: generate the embedded synthetic datasets (real data is placed under data_root).
+# Stage 1, data: generate the embedded synthetic datasets (real data: download.smk).
+from corpora.synthetic import GENERATOR_VERSIONS
 
 
 rule synthesize:
@@ -13,5 +14,7 @@ rule synthesize:
     threads: 1
     params:
         generator=lambda wildcards: dataset_settings(wildcards.synthetic)["generator"],
+        # unused by the script: a new generator version regenerates the data
+        version=lambda wildcards: GENERATOR_VERSIONS[wildcards.synthetic],
     script:
         "../scripts/synthesize.py"

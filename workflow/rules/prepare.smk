@@ -6,6 +6,7 @@
 rule prepare:
     input:
         raw=raw_dataset,
+        word_vectors=word_vectors_input,
     output:
         directory(WORK / "prepared" / "{dataset}"),
     log:
@@ -16,7 +17,7 @@ rule prepare:
         CONDA_ENV
     threads: core_claim
     params:
-        raw_root=lambda wildcards: str(DATA_ROOT / wildcards.dataset),
+        raw_root=lambda wildcards: str(dataset_root(wildcards.dataset)),
         format=lambda wildcards: dataset_format(wildcards.dataset),
         train_splits=lambda wildcards: dataset_settings(wildcards.dataset)["train_splits"],
         min_word_count=lambda wildcards: dataset_settings(wildcards.dataset)["min_word_count"],

@@ -7,6 +7,7 @@ rule train:
     input:
         device_ready,
         unpack(pretrained_backbone),
+        unpack(imagenet_weights),
         prepared=WORK / "prepared" / "{dataset}",
     output:
         checkpoint=f"{RUN_DIR}/model.safetensors",

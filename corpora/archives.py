@@ -1,0 +1,196 @@
+"""Safe extraction of the downloaded archives (zip, tar, tar.gz) into a dataset's layout.
+
+``extract(archive, root, members)`` takes the members under each key of ``members`` (an archive
+path; a trailing ``/`` takes a whole folder) to the mapped path under ``root``, e.g.
+``{"CUB_200_2011/images/": "images/"}``. Every member of the archive, extracted or not, is checked
+first: an absolute path, a ``..`` component, a link that points outside the archive's folder, or a
+device file rejects the whole archive (``UnsafeArchiveError``). Tar members then pass through
+``tarfile``'s ``data`` filter; zip members get the same checks explicitly. Everything is extracted
+into a temporary folder next to the targets and moved into place only when complete, so a failed
+or interrupted extraction leaves no half-filled folder that looks like data.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import shutil
+import stat
+import sys
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from corpora.download import check_free_space
+from corpora.errors import DataError
+
+log = logging.getLogger("pcmebench.extract")
+
+
+class UnsafeArchiveError(DataError):
+    """An archive member that would land outside the extraction folder, or is not a plain file."""
+
+
+def _unsafe_path(name: str) -> str | None:
+    """Why an archive member's path is unsafe, or None."""
+    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "path with a '..' component"
+    return None
+
+
+def _link_escapes(name: str, link: str) -> bool:
+    """Whether a symbolic link at member ``name`` pointing to ``link`` leaves the archive's folder."""
+    if link.startswith("/") or (len(link) > 1 and link[1] == ":"):
+        return True
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), link))
+    return resolved == ".." or resolved.startswith("../")
+
+
+class _Members:
+    """The ``members`` mapping: which archive paths go where under the target root."""
+
+    def __init__(self, members: dict[str, str]):
+        self.members = members
+        self.found = dict.fromkeys(members, False)
+
+    def destination(self, name: str) -> str | None:
+        name = name.rstrip("/")
+        for source, target in self.members.items():
+            if source.endswith("/"):
+                if name == source.rstrip("/"):
+                    self.found[source] = True
+                    return target.rstrip("/")
+                if name.startswith(source):
+                    self.found[source] = True
+                    return target + name[len(source) :]
+            elif name == source:
+                self.found[source] = True
+                return target
+        return None
+
+    def targets(self) -> list[str]:
+        return [target.rstrip("/") for target in self.members.values()]
+
+
+def extract(archive: str | Path, root: str | Path, members: dict[str, str], progress: bool = True) -> list[Path]:
+    """Extract the ``members`` of ``archive`` under ``root`` (see the module docstring).
+
+    Returns the paths put in place. A target that already exists is an error: nothing is
+    overwritten. A key of ``members`` the archive lacks is a DataError (not the expected archive).
+    """
+    archive, root = Path(archive), Path(root)
+    mapping = _Members(members)
+    for target in mapping.targets():
+        if (root / target).exists():
+            raise FileExistsError(f"{root / target} exists; move it away to extract {archive.name} there")
+    staging = root / f".{archive.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, staging, mapping, progress)
+        else:
+            _extract_tar(archive, staging, mapping, progress)
+        for source, found in mapping.found.items():
+            if not found:
+                raise DataError(archive, f"member {source}", "not in the archive; is it the expected file?")
+        placed = []
+        for target in mapping.targets():
+            (root / target).parent.mkdir(parents=True, exist_ok=True)
+            (staging / target).rename(root / target)
+            placed.append(root / target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("%s: extracted %s", archive, ", ".join(str(p) for p in placed))
+    return placed
+
+
+def _bar(total, name: str, progress: bool):
+    return tqdm(total=total, unit=" files", desc=name, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 30,
+                disable=not progress)  # fmt: skip
+
+
+def _extract_zip(archive: Path, staging: Path, mapping: _Members, progress: bool) -> None:
+    try:
+        bundle = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as error:
+        raise DataError(archive, "file", f"not a readable zip archive ({error})") from None
+    with bundle:
+        infos = bundle.infolist()
+        chosen = []
+        for info in infos:
+            why = _unsafe_path(info.filename)
+            is_link = stat.S_ISLNK(info.external_attr >> 16)
+            if why is None and is_link and _link_escapes(info.filename, bundle.read(info).decode("utf-8", "replace")):
+                why = "symbolic link pointing outside the archive's folder"
+            if why:
+                raise UnsafeArchiveError(
+                    archive, f"member {info.filename!r}", f"{why}; the archive is rejected, nothing extracted"
+                )
+            destination = mapping.destination(info.filename)
+            if destination is not None:
+                chosen.append((info, destination, is_link))
+        check_free_space(staging, sum(info.file_size for info, _, _ in chosen), f"extracting {archive.name}")
+        with _bar(len(chosen), archive.name, progress) as bar:
+            for info, destination, is_link in chosen:
+                path = staging / destination
+                if info.is_dir():
+                    path.mkdir(parents=True, exist_ok=True)
+                elif is_link:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.symlink_to(bundle.read(info).decode("utf-8"))
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        with bundle.open(info) as source, path.open("wb") as out:
+                            shutil.copyfileobj(source, out, 1 << 20)
+                    except (zipfile.BadZipFile, OSError, EOFError) as error:  # CRC mismatch, truncated data
+                        raise DataError(archive, f"member {info.filename!r}", f"cannot be read ({error})") from None
+                bar.update()
+
+
+def _extract_tar(archive: Path, staging: Path, mapping: _Members, progress: bool) -> None:
+    # Without a member list up front (a .tar.gz is read in one pass), the archive's own size
+    # stands for what it unpacks to: its images are already compressed.
+    check_free_space(staging, archive.stat().st_size, f"extracting {archive.name}")
+    try:
+        with tarfile.open(archive, "r:*") as bundle, _bar(None, archive.name, progress) as bar:
+            for member in bundle:
+                _check_tar_member(archive, member, staging)
+                destination = mapping.destination(member.name)
+                if destination is None:
+                    continue
+                renamed = {"name": destination}
+                if member.islnk():
+                    link_target = mapping.destination(member.linkname)
+                    if link_target is None:
+                        raise UnsafeArchiveError(
+                            archive, f"member {member.name!r}", "hard link to a member that is not extracted"
+                        )
+                    renamed["linkname"] = link_target
+                bundle.extract(member.replace(**renamed, deep=False), staging, filter="data")
+                bar.update()
+    except tarfile.FilterError as error:  # the data filter's own checks, on the renamed member
+        raise UnsafeArchiveError(archive, "member", f"{error}; the archive is rejected, nothing extracted") from None
+    except (tarfile.TarError, EOFError, OSError) as error:  # not a tar archive, or cut short
+        raise DataError(archive, "file", f"cannot be read to the end as a tar archive ({error})") from None
+
+
+def _check_tar_member(archive: Path, member: tarfile.TarInfo, staging: Path) -> None:
+    """Raise UnsafeArchiveError for a member that is not safe to extract (see the module docstring)."""
+    why = _unsafe_path(member.name)
+    if why is None and member.issym() and _link_escapes(member.name, member.linkname):
+        why = "symbolic link pointing outside the archive's folder"
+    if why is None and member.islnk() and _unsafe_path(member.linkname):
+        why = "hard link to a path outside the archive's folder"
+    if why is None:
+        try:
+            tarfile.data_filter(member, str(staging))
+        except tarfile.FilterError as error:
+            why = str(error)
+    if why:
+        raise UnsafeArchiveError(archive, f"member {member.name!r}", f"{why}; the archive is rejected, nothing extracted")

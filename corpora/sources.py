@@ -1,0 +1,180 @@
+"""Where each file of the real data comes from and where it goes.
+
+The config's ``sources`` section gives every file's address, size and checksum (defaults in
+config/config.yaml; a lab with a mirror, and the tests, point them elsewhere). This module maps
+them onto the layouts the loaders read (``corpora.coco.CocoLayout``, ``corpora.cub.CubLayout``):
+each dataset's plain files (split files, downloaded straight into place) and archives (fetched
+into ``<data_root>/downloads/`` and extracted member by member), the GloVe archive and the
+ImageNet weights. The workflow (workflow/rules/download.smk) builds its download and extraction
+rules from these tables, and ``unobtainable`` lists at planning time what is neither in place nor
+downloadable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corpora.coco import CocoLayout
+from corpora.cub import CubLayout
+from corpora.download import Source, verify
+
+DOWNLOADS = "downloads"  # under data_root: archives, removed once extracted
+GLOVE_FILE = "glove.840B.300d.zip"  # under data_root/glove; corpora.text reads the vectors straight from it
+# torchvision's IMAGENET1K_V1 weights: the file names torch.hub looks for under $TORCH_HOME/hub/checkpoints
+# (tests/test_download.py checks them against torchvision's own).
+IMAGENET_WEIGHTS = {"resnet50": "resnet50-0676ba61.pth", "resnet152": "resnet152-394f9c45.pth"}
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An archive of a dataset: its file name, and which members go where under the dataset root
+    (a trailing ``/`` maps a whole folder; see ``corpora.archives.extract``)."""
+
+    file: str
+    members: dict[str, str]
+
+    def targets(self) -> list[tuple[str, str, bool]]:
+        """(member, path under the dataset root, whether it is a folder) of each mapped member."""
+        return [(member, target.rstrip("/"), target.endswith("/")) for member, target in self.members.items()]
+
+
+@dataclass(frozen=True)
+class RealDataset:
+    """A real dataset's files: config key -> path under its root (plain files) or archive."""
+
+    files: dict[str, Path]
+    archives: dict[str, Archive] = field(default_factory=dict)
+
+
+def _coco() -> RealDataset:
+    layout = CocoLayout(Path())
+    annotations = [layout.captions_json(s) for s in ("train2014", "val2014")] + [
+        layout.instances_json(s) for s in ("train2014", "val2014")
+    ]
+    return RealDataset(
+        files={f"{split}_ids": layout.split_ids(split) for split in ("train", "restval", "dev", "test")},
+        archives={
+            **{s: Archive(f"{s}.zip", {f"{s}/": f"{layout.images_dir(s)}/"}) for s in ("train2014", "val2014")},
+            "annotations": Archive("annotations_trainval2014.zip", {f"annotations/{p.name}": str(p) for p in annotations}),
+        },
+    )
+
+
+def _cub() -> RealDataset:
+    layout = CubLayout(Path())
+    index_files = (layout.images_txt, layout.classes_txt, layout.image_class_labels_txt)
+    return RealDataset(
+        # PCME's split files (Xian et al. 2017), not those of the same names in Reed et al.'s archive
+        files={
+            "trainvalclasses": layout.split_classes("train"),
+            "testclasses": layout.split_classes("test"),
+            "seen_test_images": layout.seen_test_images,
+        },
+        archives={
+            "images": Archive(
+                "CUB_200_2011.tgz",
+                {"CUB_200_2011/images/": f"{layout.image('')}/", **{f"CUB_200_2011/{p.name}": str(p) for p in index_files}},
+            ),
+            # only the captions: the archive's own trainvalclasses.txt/testclasses.txt are Reed et al.'s split
+            "captions": Archive("cvpr2016_cub.tar.gz", {"cvpr2016_cub/text_c10/": "text_c10/"}),
+        },
+    )
+
+
+REAL_DATASETS = {"coco": _coco(), "cub": _cub()}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file or folder the real DAG reads, and how it is obtained.
+
+    ``key``: its entry in config ``sources`` ("coco.train2014", "glove", "imagenet.resnet50").
+    ``archive``: the archive (under data_root/downloads) it is extracted from; None when the file
+    is downloaded as it is.
+    """
+
+    path: Path
+    key: str
+    folder: bool = False
+    archive: Path | None = None
+    member: str | None = None
+
+
+def source_entry(sources: dict, key: str) -> dict:
+    entry = sources
+    for part in key.split("."):
+        entry = entry[part]
+    return entry
+
+
+def source(sources: dict, key: str) -> Source:
+    """The Source of ``key`` ("coco.train2014") in config ``sources``."""
+    return Source.from_config(source_entry(sources, key))
+
+
+def dataset_root(name: str, data_root: Path, sources: dict) -> Path:
+    """Where a real dataset lives: ``sources.<name>.root``, else ``<data_root>/<name>``."""
+    root = sources.get(name, {}).get("root")
+    return Path(root) if root else Path(data_root) / name
+
+
+def dataset_items(name: str, root: Path, data_root: Path) -> list[Item]:
+    """Every file and folder of a real dataset's layout under ``root``."""
+    dataset = REAL_DATASETS[name]
+    items = [Item(root / path, f"{name}.{key}") for key, path in dataset.files.items()]
+    for key, archive in dataset.archives.items():
+        for member, target, folder in archive.targets():
+            items.append(Item(root / target, f"{name}.{key}", folder, Path(data_root) / DOWNLOADS / archive.file, member))
+    return items
+
+
+def glove_path(data_root: Path) -> Path:
+    return Path(data_root) / "glove" / GLOVE_FILE
+
+
+def weights_path(encoder: str, torch_home: Path) -> Path:
+    return Path(torch_home) / "hub" / "checkpoints" / IMAGENET_WEIGHTS[encoder]
+
+
+def unobtainable(items: list[Item], sources: dict, downloadable: set[Path]) -> list[Item]:
+    """The items neither in place nor obtainable by the workflow.
+
+    An item can be obtained when its archive is in place (it is extracted), or when downloads are
+    enabled (``sources.download``), its source has an address and a rule fetches it (its path, or
+    its archive's, is in ``downloadable``).
+    """
+    missing = []
+    for item in items:
+        if item.path.exists():
+            continue
+        if item.archive is not None and item.archive.exists():
+            continue
+        fetched = item.archive if item.archive is not None else item.path
+        if sources.get("download", True) and source(sources, item.key).url and fetched in downloadable:
+            continue
+        missing.append(item)
+    return missing
+
+
+def missing_message(missing: list[Item], sources: dict) -> str:
+    """Every missing item with its address, for the planning error."""
+    lines = []
+    for item in missing:
+        via = f", from {item.member} in {item.archive.name}" if item.archive else ""
+        lines.append(
+            f"  {item.path}{'/' if item.folder else ''}  (sources.{item.key}{via}: {source(sources, item.key).describe()})"
+        )
+    return "\n".join(lines)
+
+
+def verify_in_place(name: str, root: Path, sources: dict) -> list[Path]:
+    """Check the size and checksum of a dataset's plain files (its split files) under ``root``; a
+    ChecksumError names a file that is not the expected one. Returns the files checked."""
+    checked = []
+    for key, path in REAL_DATASETS[name].files.items():
+        expected = source(sources, f"{name}.{key}")
+        if expected.size is not None or expected.has_checksum:
+            verify(root / path, expected, what=f"sources.{name}.{key}")
+            checked.append(root / path)
+    return checked

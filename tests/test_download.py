@@ -1,0 +1,315 @@
+"""Downloads, verification and safe extraction against a file server on 127.0.0.1, then the
+downloaded stand-ins of the real data prepared through the shared loaders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from corpora.archives import UnsafeArchiveError, extract
+from corpora.cub import load_cub
+from corpora.download import ChecksumError, DownloadError, DownloadRefused, NotEnoughSpace, Source, fetch
+from corpora.errors import DataError
+from corpora.prepared import PreparedDataset, prepare_dataset
+from corpora.sources import DOWNLOADS, IMAGENET_WEIGHTS, REAL_DATASETS, dataset_items, source, unobtainable, verify_in_place
+from tests.loopback import LoopbackServer
+from tests.real_data import DRIVE_PAGE, GLOVE_DIM, serve_real_data, tar_bytes, zip_bytes
+
+CONTENT = bytes(range(256)) * 40  # 10,240 bytes
+
+
+@pytest.fixture
+def server():
+    served = LoopbackServer()
+    yield served
+    served.close()
+
+
+def md5(content: bytes) -> str:
+    return hashlib.md5(content).hexdigest()
+
+
+def quick(source: Source, target: Path, **options) -> Path:
+    """fetch without the progress bar and with millisecond back-off."""
+    return fetch(source, target, backoff=0.001, progress=False, **options)
+
+
+def test_full_download_is_verified_and_renamed(server, tmp_path):
+    url = server.add("/file.bin", CONTENT)
+    target = quick(Source(url, len(CONTENT), md5(CONTENT)), tmp_path / "sub" / "file.bin")
+    assert target.read_bytes() == CONTENT
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]  # no .part, no record: it has an MD5
+    assert server.requested("/file.bin") == [None]
+
+
+def test_a_cut_transfer_resumes_where_it_stopped(server, tmp_path):
+    url = server.add("/file.bin", CONTENT, cut_after=3000)
+    target = quick(Source(url, len(CONTENT), md5(CONTENT)), tmp_path / "file.bin")
+    assert target.read_bytes() == CONTENT
+    assert server.requested("/file.bin") == [None, "bytes=3000-"]
+
+
+def test_a_partial_file_of_an_earlier_run_is_resumed(server, tmp_path):
+    url = server.add("/file.bin", CONTENT)
+    (tmp_path / "file.bin.part").write_bytes(CONTENT[:4096])
+    quick(Source(url, len(CONTENT), md5(CONTENT)), tmp_path / "file.bin")
+    assert (tmp_path / "file.bin").read_bytes() == CONTENT
+    assert server.requested("/file.bin") == ["bytes=4096-"]
+
+
+def test_a_host_ignoring_range_is_downloaded_from_the_start(server, tmp_path):
+    url = server.add("/file.bin", CONTENT, ignore_range=True)
+    (tmp_path / "file.bin.part").write_bytes(b"stale bytes")
+    quick(Source(url, len(CONTENT), md5(CONTENT)), tmp_path / "file.bin")
+    assert (tmp_path / "file.bin").read_bytes() == CONTENT
+
+
+def test_busy_hosts_are_retried_and_missing_files_are_not(server, tmp_path):
+    url = server.add("/file.bin", CONTENT, statuses=[503, 429])
+    quick(Source(url, len(CONTENT), md5(CONTENT)), tmp_path / "file.bin")
+    assert len(server.requested("/file.bin")) == 3
+    with pytest.raises(DownloadError, match=r"/gone.bin: HTTP 404 .*point its entry in the config's `sources` at a mirror"):
+        quick(Source(server.base + "/gone.bin", 10), tmp_path / "gone.bin")
+    assert len(server.requested("/gone.bin")) == 1
+
+
+def test_attempts_without_progress_give_up_and_keep_the_partial_file(server, tmp_path):
+    url = server.add("/file.bin", CONTENT, statuses=[503] * 10)
+    (tmp_path / "file.bin.part").write_bytes(CONTENT[:100])
+    with pytest.raises(DownloadError, match=r"3 attempts in a row failed without progress .*the next run resumes there"):
+        quick(Source(url, len(CONTENT), md5(CONTENT)), tmp_path / "file.bin", attempts=3)
+    assert (tmp_path / "file.bin.part").read_bytes() == CONTENT[:100]
+    assert not (tmp_path / "file.bin").exists()
+
+
+def test_a_wrong_checksum_deletes_the_download(server, tmp_path):
+    url = server.add("/file.bin", CONTENT)
+    with pytest.raises(ChecksumError, match=rf"file.bin: download of {url}: MD5 is {md5(CONTENT)}, expected 0+ .*deleted"):
+        quick(Source(url, len(CONTENT), "0" * 32), tmp_path / "file.bin")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_host_serving_another_size_is_refused_before_downloading(server, tmp_path):
+    url = server.add("/file.bin", CONTENT)
+    with pytest.raises(DownloadError, match=rf"serves {len(CONTENT):,} bytes, expected 99: not the expected file"):
+        quick(Source(url, 99), tmp_path / "file.bin")
+    assert not (tmp_path / "file.bin").exists()
+
+
+def test_a_file_in_place_is_verified_without_a_request(server, tmp_path):
+    url = server.add("/file.bin", CONTENT)
+    (tmp_path / "file.bin").write_bytes(CONTENT)
+    quick(Source(url, len(CONTENT), md5(CONTENT)), tmp_path / "file.bin")
+    (tmp_path / "other.bin").write_bytes(CONTENT[::-1])
+    with pytest.raises(ChecksumError, match=r"other.bin: other.bin: MD5 is .*, expected"):
+        quick(Source(url, len(CONTENT), md5(CONTENT)), tmp_path / "other.bin")
+    assert server.requests == []
+
+
+def test_without_a_checksum_the_first_sha256_is_kept_and_a_change_warned(server, tmp_path, caplog):
+    url = server.add("/file.bin", CONTENT)
+    quick(Source(url), tmp_path / "file.bin")
+    record = tmp_path / "file.bin.sha256"
+    assert record.read_text() == f"{hashlib.sha256(CONTENT).hexdigest()}  file.bin\n"
+    (tmp_path / "file.bin").unlink()
+    server.add("/file.bin", CONTENT[::-1])
+    with caplog.at_level(logging.WARNING, logger="pcmebench.download"):
+        quick(Source(url), tmp_path / "file.bin")
+    assert "differs from the first download's" in caplog.text
+    assert record.read_text().startswith(hashlib.sha256(CONTENT).hexdigest())
+
+
+def test_a_confirmation_page_is_followed_once(server, tmp_path):
+    url = server.add("/drive/uc?export=download&id=cub-captions", b"", page=DRIVE_PAGE)
+    server.add("/drive/download?id=cub-captions&export=download&confirm=t", CONTENT)
+    quick(Source(url), tmp_path / "captions.tar.gz")
+    assert (tmp_path / "captions.tar.gz").read_bytes() == CONTENT
+
+
+def test_a_refusing_host_raises_download_refused(server, tmp_path):
+    page = "<html><head><title>Google Drive - Quota exceeded</title></head><body>Too many users</body></html>"
+    url = server.add("/drive/uc?id=busy", b"", page=page)
+    with pytest.raises(DownloadRefused, match=r"answered with a web page \('Google Drive - Quota exceeded'\)"):
+        quick(Source(url), tmp_path / "captions.tar.gz")
+    assert not list(tmp_path.iterdir())
+
+
+def test_too_little_free_space_stops_before_any_request(server, tmp_path, monkeypatch):
+    url = server.add("/file.bin", CONTENT)
+    monkeypatch.setattr("corpora.download.shutil.disk_usage", lambda path: _Usage(free=5000))
+    with pytest.raises(NotEnoughSpace, match=r"needs 20.5 KB free in .*only 5.0 KB is free"):
+        quick(Source(url, len(CONTENT), md5(CONTENT)), tmp_path / "file.bin", reserve=len(CONTENT))
+    assert server.requests == []
+
+
+class _Usage:
+    def __init__(self, free):
+        self.free = free
+
+
+# --- extraction ----------------------------------------------------------------------------------
+
+
+def test_extraction_maps_members_and_leaves_the_rest(tmp_path):
+    archive = tmp_path / "data.tgz"
+    archive.write_bytes(tar_bytes({"top/images/a/1.jpg": b"one", "top/images/a/2.jpg": b"two", "top/index.txt": b"1 a/1.jpg\n",
+                                   "top/README": b"no", "other.txt": b"no", "top/images/a/link.jpg": ("symlink", "1.jpg")}))  # fmt: skip
+    placed = extract(archive, tmp_path / "root", {"top/images/": "images/", "top/index.txt": "index.txt"}, progress=False)
+    root = tmp_path / "root"
+    assert placed == [root / "images", root / "index.txt"]
+    assert (root / "images" / "a" / "2.jpg").read_bytes() == b"two"
+    assert (root / "images" / "a" / "link.jpg").read_bytes() == b"one"  # a link inside the folder is fine
+    assert sorted(p.name for p in root.iterdir()) == ["images", "index.txt"]  # no README, no staging folder left
+
+
+def test_an_archive_without_an_expected_member_is_not_the_expected_file(tmp_path):
+    archive = tmp_path / "data.zip"
+    archive.write_bytes(zip_bytes({"train2014/a.jpg": b"a"}))
+    with pytest.raises(DataError, match=r"data.zip: member val2014/: not in the archive"):
+        extract(archive, tmp_path / "root", {"val2014/": "images/val2014/"}, progress=False)
+    assert not (tmp_path / "root" / "images").exists()
+
+
+@pytest.mark.parametrize(
+    "kind, members, problem",
+    [
+        ("zip", {"train2014/a.jpg": b"a", "train2014/../../evil.txt": b"x"}, "path with a '..' component"),
+        ("zip", {"train2014/a.jpg": b"a", "/etc/evil.txt": b"x"}, "absolute path"),
+        ("tar", {"top/a.jpg": b"a", "top/../../evil.txt": b"x"}, "path with a '..' component"),
+        ("tar", {"/top/a.jpg": b"a"}, "absolute path"),
+        ("tar", {"top/a.jpg": b"a", "top/escape": ("symlink", "../../outside")}, "symbolic link pointing outside"),
+        ("tar", {"top/a.jpg": b"a", "top/passwd": ("symlink", "/etc/passwd")}, "symbolic link pointing outside"),
+        ("tar", {"top/a.jpg": b"a", "top/hard": ("hardlink", "../outside")}, "hard link to a path outside"),
+    ],
+)
+def test_unsafe_archives_are_rejected_whole(tmp_path, kind, members, problem):
+    archive = tmp_path / f"bad.{'zip' if kind == 'zip' else 'tgz'}"
+    archive.write_bytes(zip_bytes(members) if kind == "zip" else tar_bytes(members))
+    folder = "train2014/" if kind == "zip" else "top/"
+    with pytest.raises(UnsafeArchiveError, match=rf"bad\.\w+: member .*: {problem}.*the archive is rejected, nothing extracted"):
+        extract(archive, tmp_path / "root", {folder: "images/"}, progress=False)
+    assert not (tmp_path / "root" / "images").exists() and list((tmp_path / "root").iterdir()) == []
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_a_truncated_archive_is_a_data_error(tmp_path):
+    archive = tmp_path / "cut.tgz"
+    archive.write_bytes(tar_bytes({f"top/{i}.bin": os.urandom(4000) for i in range(5)})[:6000])
+    with pytest.raises(DataError, match=r"cut.tgz: file: cannot be read to the end as a tar archive"):
+        extract(archive, tmp_path / "root", {"top/": "images/"}, progress=False)
+    assert list((tmp_path / "root").iterdir()) == []
+
+
+# --- the real data's stand-ins --------------------------------------------------------------------
+
+
+def test_imagenet_weight_files_are_torchvisions():
+    torchvision = pytest.importorskip("torchvision")
+    for encoder, file in IMAGENET_WEIGHTS.items():
+        url = torchvision.models.get_model_weights(encoder).IMAGENET1K_V1.url
+        assert url.rsplit("/", 1)[1] == file
+
+
+def test_default_sources_pin_every_file_of_the_issue():
+    import yaml
+
+    from tests.conftest import REPO
+
+    sources = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["sources"]
+    assert source(sources, "coco.train2014") == Source("http://images.cocodataset.org/zips/train2014.zip", 13510573713,
+                                                       "0da8c0bd3d6becc4dcb32757491aca88")  # fmt: skip
+    assert source(sources, "cub.images").size == 1150585339
+    assert source(sources, "cub.seen_test_images").md5 == "bf9e2982cb96bdaa95e5f2e31821b461"
+    assert source(sources, "glove").size == 2176768927 and not source(sources, "glove").has_checksum
+    for name, dataset in REAL_DATASETS.items():
+        for key in [*dataset.files, *dataset.archives]:
+            assert source(sources, f"{name}.{key}").url, key
+
+
+def download_everything(real, data_root: Path, torch_home: Path) -> None:
+    """What the download and extraction rules do, through the same functions."""
+    for name, dataset in REAL_DATASETS.items():
+        root = data_root / name
+        for item in dataset_items(name, root, data_root):
+            if item.archive is None:
+                quick(source(real.sources, item.key), item.path)
+        for key, archive in dataset.archives.items():
+            path = quick(source(real.sources, f"{name}.{key}"), data_root / DOWNLOADS / archive.file)
+            extract(path, root, archive.members, progress=False)
+    quick(source(real.sources, "glove"), data_root / "glove" / "glove.840B.300d.zip")
+    for encoder, file in IMAGENET_WEIGHTS.items():
+        quick(source(real.sources, f"imagenet.{encoder}"), torch_home / file)
+
+
+def test_real_layouts_download_and_prepare_through_the_shared_loaders(server, tmp_path):
+    real = serve_real_data(server, tmp_path / "served")
+    data = tmp_path / "data"
+    download_everything(real, data, tmp_path / "torch")
+    assert verify_in_place("cub", data / "cub", real.sources)  # PCME's split files, as served
+    glove = data / "glove" / "glove.840B.300d.zip"
+
+    meta = prepare_dataset("coco", data / "coco", tmp_path / "prepared-coco", ["train", "restval"], 1, GLOVE_DIM, glove)
+    source_meta = prepare_dataset("coco", real.coco_source, tmp_path / "prepared-source", ["train", "restval"], 1, GLOVE_DIM)
+    assert meta["splits"] == source_meta["splits"]
+    prepared = PreparedDataset(tmp_path / "prepared-coco")
+    vectors = prepared.word_vectors()
+    in_glove = [w for w in prepared.vocab.words if w in real.glove_words]
+    assert meta["words_from_word_vectors_file"] == len(in_glove) > 0
+    for word in in_glove:  # the multi-word line did not overwrite its first word's vector
+        np.testing.assert_allclose(vectors[prepared.vocab.index[word]], real.glove_words[word], rtol=1e-6)
+
+    meta = prepare_dataset("cub", data / "cub", tmp_path / "prepared-cub", ["train"], 1, GLOVE_DIM, glove)
+    splits = load_cub(data / "cub")
+    all_train = load_cub(real.cub_source)["train"]  # the synthetic source holds nothing out
+    held_out = {r.split("/", 1)[1] for r in real.held_out}
+    assert {Path(f).name for f in splits["train"].images["image_file"]} == {
+        Path(f).name for f in all_train.images["image_file"]
+    } - held_out
+    assert meta["splits"]["train"]["images"] == len(all_train.images) - len(real.held_out)
+    assert meta["splits"]["test"] == {"images": len(splits["test"].images), "captions": 10 * len(splits["test"].images)}
+    assert not (data / "cub" / "README").exists() and not (data / "cub" / "attributes.txt").exists()
+    # only text_c10/ came from Reed et al.'s archive: its split files (another split) are not used
+    assert (data / "cub" / "trainvalclasses.txt").read_bytes() == (real.cub_source / "trainvalclasses.txt").read_bytes()
+    assert json.loads((tmp_path / "prepared-cub" / "meta.json").read_text())["word_vectors_file"] == str(glove)
+
+
+def test_a_split_file_of_another_split_is_named_at_prepare(server, tmp_path):
+    real = serve_real_data(server, tmp_path / "served")
+    root = tmp_path / "cub"
+    for key in REAL_DATASETS["cub"].files:
+        quick(source(real.sources, f"cub.{key}"), root / REAL_DATASETS["cub"].files[key])
+    reed = root / "trainvalclasses.txt"
+    reed.write_text(reed.read_text()[::-1])
+    with pytest.raises(ChecksumError, match=r"trainvalclasses.txt: sources.cub.trainvalclasses: MD5 is \w+, expected"):
+        verify_in_place("cub", root, real.sources)
+
+
+def test_what_cannot_be_obtained_is_listed(tmp_path):
+    import copy
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    sources = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["sources"]
+    data = tmp_path / "data"
+    items = dataset_items("cub", data / "cub", data)
+    downloadable = {item.archive or item.path for item in items}
+    assert unobtainable(items, sources, downloadable) == []
+    no_address = copy.deepcopy(sources)
+    no_address["cub"]["captions"]["url"] = None
+    assert [item.path for item in unobtainable(items, no_address, downloadable)] == [data / "cub" / "text_c10"]
+    (data / DOWNLOADS).mkdir(parents=True)
+    (data / DOWNLOADS / "cvpr2016_cub.tar.gz").touch()  # an archive in place is extracted: obtainable
+    assert unobtainable(items, no_address, downloadable) == []
+    offline = copy.deepcopy(sources) | {"download": False}
+    (data / "cub" / "seen_test_images.txt").parent.mkdir(parents=True)
+    (data / "cub" / "seen_test_images.txt").touch()
+    missing = {item.path.name for item in unobtainable(items, offline, downloadable)}
+    assert missing == {"trainvalclasses.txt", "testclasses.txt", "images", "images.txt", "classes.txt", "image_class_labels.txt"}
