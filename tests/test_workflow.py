@@ -6,10 +6,8 @@ import base64
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -18,9 +16,8 @@ import yaml
 
 from pcmebench import aggregate as agg
 from pcmebench.runs import merge_config
-from tests.conftest import REPO
+from tests.conftest import REPO, SMOKE, copy_workflow, snakemake, tail
 
-SMOKE = ("--configfile", "config/smoke.yaml")
 METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
 SCORINGS = {
     "vse0": ["cosine"],
@@ -46,27 +43,9 @@ APPLICABLE = {
 }  # fmt: skip
 
 
-def copy_workflow(root: Path) -> Path:
-    """A copy of the workflow files in a temporary working directory."""
-    for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    return root
-
-
 @pytest.fixture
 def workflow(tmp_path) -> Path:
     return copy_workflow(tmp_path)
-
-
-def snakemake(cwd: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout
-    )
-
-
-def tail(result: subprocess.CompletedProcess, chars: int = 3000) -> str:
-    return result.stdout[-chars:] + result.stderr[-chars:]
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -154,16 +133,6 @@ def test_paper_dag_plans_over_data_in_the_real_layouts(workflow, tmp_path):
     assert all(j["resources"].get("gpu") == "1" for j in jobs if j["rule"] in ("train", "embed"))
 
 
-def test_slurm_profile_names_the_executor_and_sizes_the_stages():
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    assert profile["executor"] == "slurm"
-    for rule in ("train", "embed", "evaluate"):
-        assert {"runtime", "mem_mb"} <= set(profile["set-resources"][rule]), rule
-        assert profile["set-threads"][rule] >= 1
-    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert any(requirement.startswith("snakemake-executor-plugin-slurm") for requirement in extras["slurm"])
-
-
 @pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None, reason="needs the slurm extra")
 def test_slurm_profile_plans_the_paper_dag(workflow, tmp_path):
     root = place_real_layouts(tmp_path / "real")
@@ -231,17 +200,6 @@ def test_failing_job_names_its_log(workflow):
 
 
 # --- the smoke DAG, run once for real -----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """The smoke preset's whole DAG and report, built in one Snakemake call."""
-    root = copy_workflow(tmp_path_factory.mktemp("smoke"))
-    # Single-threaded jobs, two at a time: their start-ups (imports) overlap; nothing checked here depends on it.
-    threads = ("--set-threads", "train=1", "embed=1", "evaluate=1")
-    result = snakemake(root, "all", "report", "--cores", "2", *threads, *SMOKE)
-    assert result.returncode == 0, tail(result)
-    return root
 
 
 @pytest.fixture(scope="module")

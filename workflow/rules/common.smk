@@ -15,11 +15,13 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.
 import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
 from corpora.coco import CocoLayout
 from corpora.cub import CubLayout
+from pcmebench.cluster import ClusterFitError, check_workflow_fits_cluster
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -111,6 +113,15 @@ CONDA_ENV = "../../environment.yml"
 # environment's own when --use-conda builds one from environment.yml.
 if not any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method):
     shell.prefix(f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
+
+
+def slurm_preflight():
+    """Before a run through SLURM submits anything: say where its jobs go, and stop, naming the rule
+    and the setting, if a job asks for more than any node of its partition has (pcmebench/cluster.py)."""
+    try:
+        check_workflow_fits_cluster(workflow, logger)
+    except ClusterFitError as error:
+        raise WorkflowError(str(error)) from None
 
 
 def run_settings(wildcards):
