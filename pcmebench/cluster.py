@@ -19,7 +19,7 @@ import math
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 log = logging.getLogger("pcmebench.cluster")
@@ -123,10 +123,10 @@ def parse_sinfo(text: str) -> dict[str, Partition]:
     return partitions
 
 
-def read_partitions(run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> dict[str, Partition]:
-    result = run(SINFO, capture_output=True, text=True, check=False, timeout=60)
+def read_partitions() -> dict[str, Partition]:
+    result = subprocess.run(SINFO, capture_output=True, text=True, check=False, timeout=60)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(SINFO)} failed: {result.stderr.strip()}")
+        raise ClusterFitError(f"cannot read the cluster's nodes: {' '.join(SINFO)} failed: {result.stderr.strip()}")
     return parse_sinfo(result.stdout)
 
 
