@@ -13,6 +13,11 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
+# A SLURM run checks its jobs against the cluster's nodes before submitting any (no-op otherwise).
+onstart:
+    slurm_preflight()
+
+
 wildcard_constraints:
     dataset="synthetic-coco|synthetic-cub|coco|cub",
     synthetic="synthetic-coco|synthetic-cub",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from corpora.synthetic import write_synthetic_coco, write_synthetic_cub
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_COCO = {"seed": 3, "image_size": 48, "images": {"train": 12, "restval": 4, "dev": 4, "test": 10}, "captions_per_image": 5}
+SMOKE = ("--configfile", "config/smoke.yaml")
 TINY_CUB = {"seed": 3, "image_size": 48, "classes": 6, "test_classes": 2, "images_per_class": 3, "captions_per_image": 10}
 
 
@@ -54,3 +57,33 @@ def prepared_cub(tiny_cub_source, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared") / "synthetic-cub"
     prepare_dataset("cub", tiny_cub_source, out, train_splits=["train"], word_dim=8)
     return out
+
+
+def copy_workflow(root: Path) -> Path:
+    """A copy of the workflow files in a temporary working directory."""
+    for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    return root
+
+
+def snakemake(cwd: Path, *args: str, timeout: int = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout, env=env
+    )
+
+
+def tail(result: subprocess.CompletedProcess, chars: int = 3000) -> str:
+    return result.stdout[-chars:] + result.stderr[-chars:]
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    """The smoke preset's whole DAG and report, built locally in one Snakemake call; shared by the
+    workflow tests and, as the reference of the runs through SLURM, by tests/test_slurm.py."""
+    root = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    # Single-threaded jobs, two at a time: their start-ups (imports) overlap; nothing checked here depends on it.
+    threads = ("--set-threads", "train=1", "embed=1", "evaluate=1")
+    result = snakemake(root, "all", "report", "--cores", "2", *threads, *SMOKE)
+    assert result.returncode == 0, tail(result)
+    return root

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -18,11 +17,10 @@ import yaml
 
 from pcmebench import aggregate as agg
 from pcmebench.runs import merge_config
-from tests.conftest import REPO
+from tests.conftest import REPO, SMOKE, copy_workflow, snakemake, tail
 from tests.loopback import LoopbackServer
 from tests.real_data import serve_real_data
 
-SMOKE = ("--configfile", "config/smoke.yaml")
 METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
 SCORINGS = {
     "vse0": ["cosine"],
@@ -48,27 +46,9 @@ APPLICABLE = {
 }  # fmt: skip
 
 
-def copy_workflow(root: Path) -> Path:
-    """A copy of the workflow files in a temporary working directory."""
-    for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    return root
-
-
 @pytest.fixture
 def workflow(tmp_path) -> Path:
     return copy_workflow(tmp_path)
-
-
-def snakemake(cwd: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout
-    )
-
-
-def tail(result: subprocess.CompletedProcess, chars: int = 3000) -> str:
-    return result.stdout[-chars:] + result.stderr[-chars:]
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -215,16 +195,6 @@ def test_download_target_fetches_the_real_data_once_and_prepare_reads_it(workflo
         server.close()
 
 
-def test_slurm_profile_names_the_executor_and_sizes_the_stages():
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    assert profile["executor"] == "slurm"
-    for rule in ("train", "embed", "evaluate"):
-        assert {"runtime", "mem_mb"} <= set(profile["set-resources"][rule]), rule
-        assert profile["set-threads"][rule] >= 1
-    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert any(requirement.startswith("snakemake-executor-plugin-slurm") for requirement in extras["slurm"])
-
-
 @pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None, reason="needs the slurm extra")
 def test_slurm_profile_plans_the_paper_dag(workflow, tmp_path):
     root = place_real_layouts(tmp_path / "real")
@@ -334,17 +304,6 @@ def test_a_missing_word_vectors_file_stops_the_plan(workflow):
 
 
 # --- the smoke DAG, run once for real -----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """The smoke preset's whole DAG and report, built in one Snakemake call."""
-    root = copy_workflow(tmp_path_factory.mktemp("smoke"))
-    # Single-threaded jobs, two at a time: their start-ups (imports) overlap; nothing checked here depends on it.
-    threads = ("--set-threads", "train=1", "embed=1", "evaluate=1")
-    result = snakemake(root, "all", "report", "--cores", "2", *threads, *SMOKE)
-    assert result.returncode == 0, tail(result)
-    return root
 
 
 @pytest.fixture(scope="module")

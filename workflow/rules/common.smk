@@ -13,9 +13,11 @@ sys.path.insert(0, workflow.basedir)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
+from pcmebench.cluster import ClusterFitError, check_workflow_fits_cluster
 from pcmebench.configcheck import coerce_command_line_scalars, load_schema, recipe_problems, schema_problems
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -52,6 +54,15 @@ CONDA_ENV = "../../environment.yml"
 # environment's own when --use-conda builds one from environment.yml.
 if not any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method):
     shell.prefix(f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
+
+
+def slurm_preflight():
+    """Before a run through SLURM submits anything: say where its jobs go, and stop, naming the rule
+    and the setting, if a job asks for more than any node of its partition has (pcmebench/cluster.py)."""
+    try:
+        check_workflow_fits_cluster(workflow, logger)
+    except ClusterFitError as error:
+        raise WorkflowError(str(error)) from None
 
 
 def run_settings(wildcards):
