@@ -49,7 +49,7 @@ SUBMIT = ("all", "--workflow-profile", "profiles/slurm", *SMOKE)
 # spares a busy cluster's controller; here it would add minutes of waiting).
 FAST_STATUS = ("--slurm-init-seconds-before-status-checks", "2")
 KILLED = {"dataset": "synthetic-coco", "method": "pcme", "seed": 0}  # 7 epochs on the smoke preset
-TORCH_RULES = ("pretrain", "train", "embed", "evaluate")
+MULTICORE_RULES = ("prepare", "pretrain", "train", "embed", "evaluate")
 
 needs_plugin = pytest.mark.skipif(
     importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
@@ -150,7 +150,7 @@ def test_profile_defaults_fit_a_typical_gpu_node(monkeypatch):
     assert settings["executor"] == "slurm" and settings["slurm-status-command"] == "squeue"
     assert settings["slurm-keep-successful-logs"] is True and settings["slurm-delete-logfiles-older-than"] == 0
     assert settings["retries"] >= 1
-    assert all(settings["set-threads"][rule] == 8 for rule in TORCH_RULES)
+    assert all(settings["set-threads"][rule] == 8 for rule in MULTICORE_RULES)
     train = settings["set-resources"]["train"]
     assert (train["mem_mb"], train["runtime"]) == (64000, 1440) and "slurm_partition" not in train
     assert settings["set-resources"]["evaluate"]["mem_mb"] == 64000
@@ -161,6 +161,20 @@ def test_profile_defaults_fit_a_typical_gpu_node(monkeypatch):
         assert any(requirement.startswith("snakemake-executor-plugin-slurm") for requirement in extras[extra]), extra
 
 
+def test_every_rule_that_claims_cores_is_sized_by_the_profile(monkeypatch):
+    """A rule whose threads follow --cores (core_claim) would ask SLURM for the profile's `cores`."""
+    claiming = set()
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        rule = None
+        for line in path.read_text().splitlines():
+            if line.startswith("rule "):
+                rule = line.split()[1].rstrip(":")
+            elif line.strip() == "threads: core_claim":
+                claiming.add(rule)
+    assert claiming == set(MULTICORE_RULES)
+    assert set(profile({}, monkeypatch)["set-threads"]) == claiming
+
+
 def test_profile_sizes_come_from_one_place(monkeypatch):
     settings = profile(
         {
@@ -169,7 +183,7 @@ def test_profile_sizes_come_from_one_place(monkeypatch):
         },
         monkeypatch,
     )  # fmt: skip
-    assert all(settings["set-threads"][rule] == 4 for rule in TORCH_RULES)
+    assert all(settings["set-threads"][rule] == 4 for rule in MULTICORE_RULES)
     assert settings["default-resources"] == {"mem_mb": 5000, "runtime": 60, "slurm_partition": "cpu", "slurm_account": "lab42"}
     resources = settings["set-resources"]
     assert resources["train"] == {"mem_mb": 20000, "runtime": 240, "slurm_partition": "gpu-a100"}
@@ -221,7 +235,9 @@ def cancel_after_first_checkpoint(cluster, root: Path, process: subprocess.Popen
     comment = f"rule_train_wildcards_{KILLED['dataset']}_{KILLED['method']}_{KILLED['seed']}"  # the plugin's --comment
     deadline = time.monotonic() + timeout
     while not checkpoint.exists():
-        assert process.poll() is None, "the workflow ended before the training to cancel wrote its first checkpoint"
+        assert process.poll() is None, "the workflow ended before the training to cancel wrote its first checkpoint:\n" + (
+            root / "snakemake.out"
+        ).read_text()[-4000:]
         assert time.monotonic() < deadline, "no checkpoint of the training to cancel in time"
         time.sleep(0.2)
     queue = cluster.run("squeue", "--noheader", "--format=%i|%k").stdout
