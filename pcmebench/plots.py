@@ -39,7 +39,8 @@ METHOD_LABELS = {"vse0": "VSE0", "vsepp": "VSE++", "pvse-k1": "PVSE K=1", "pvse-
 # and PCME's other scorings, shown beside it. The same as pcmebench.scoring.SCORINGS (a test
 # checks), which is not imported here: it loads torch, and the workflow imports this module.
 PRIMARY_SCORING = {"vse0": "cosine", "vsepp": "cosine", "pvse-k1": "max-cosine", "pvse-k2": "max-cosine", "pcme": "match-prob"}
-SECONDARY_SCORINGS = {"pcme": ("mu", "csd")}
+SECONDARY_SCORINGS = {"pcme": ("sample-dot", "mu", "csd")}
+SECONDARY_HATCHES = {"sample-dot": "\\\\", "mu": "//", "csd": ".."}
 # The protocol a dataset's headline numbers use: COCO's 1K folds, CUB's test classes. Synthetic
 # datasets also have "full", the complete ground truth.
 PRIMARY_PROTOCOL = {"coco": "1K", "cub": "CUB"}
@@ -274,7 +275,7 @@ def plot_retrieval(summary: pd.DataFrame, dataset: str, methods: list[str]):
                 capsize=2,
                 color=METHOD_COLORS[method],
                 alpha=1.0 if primary else 0.55,
-                hatch=None if primary else ("//" if scoring == "mu" else ".."),
+                hatch=None if primary else SECONDARY_HATCHES.get(scoring, ".."),
                 edgecolor="white" if primary else METHOD_COLORS[method],
                 label=series_label(method, scoring, primary),
             )

@@ -89,7 +89,7 @@ def test_perfect_embeddings_score_100_and_the_tables_have_their_schemas(method, 
     assert list(result.queries.columns) == QUERIES_COLUMNS
     assert list(result.uncertainty.columns) == UNCERTAINTY_COLUMNS
     assert list(result.uncertainty_summary.columns) == UNCERTAINTY_SUMMARY_COLUMNS
-    assert set(metrics["scoring"]) == ({"match-prob", "mu", "csd"} if method == "pcme" else {PRIMARY[method]})
+    assert set(metrics["scoring"]) == ({"match-prob", "sample-dot", "mu", "csd"} if method == "pcme" else {PRIMARY[method]})
     # 10 test images: 1K is one fold of all of them; no 5K, no ECCV (synthetic); full from the generator
     assert set(metrics["protocol"]) == {"1K", "full"}
     expected_rows = (
@@ -178,7 +178,7 @@ def test_cub_protocol_and_csd_and_uncertainty(prepared_cub, tmp_path):
     result = evaluate_run(prepared_cub, path, settings, device="cpu")
     metrics = result.metrics.set_index(["protocol", "scoring", "direction", "metric"])["value"]
     assert set(result.metrics["protocol"]) == {"CUB", "full"}
-    for scoring in ("match-prob", "mu", "csd"):
+    for scoring in ("match-prob", "sample-dot", "mu", "csd"):
         for direction in ("i2t", "t2i"):
             for metric in ("R@1", "R@5", "R@10", "R-P", "mAP@R"):
                 assert metrics["CUB", scoring, direction, metric] == pytest.approx(100.0), (scoring, direction, metric)

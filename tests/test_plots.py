@@ -38,7 +38,7 @@ from pcmebench.plots import (
 DATASETS = ("coco", "synthetic-cub")
 METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
 SEEDS = (0, 1)
-SCORINGS = {"pcme": ("match-prob", "mu", "csd")}
+SCORINGS = {"pcme": ("match-prob", "sample-dot", "mu", "csd")}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Published numbers the fake paper.csv carries (PCME README, COCO 1K) for the report's tests.
 PAPER_ROWS = [
