@@ -46,6 +46,8 @@ SECONDARY_HATCHES = {"sample-dot": "\\\\", "mu": "//", "csd": ".."}
 PRIMARY_PROTOCOL = {"coco": "1K", "cub": "CUB"}
 FULL_PROTOCOL = "full"
 DIRECTIONS = {"i2t": "image → text", "t2i": "text → image"}
+# The uncertainty statistic the σ plots use: u = mean log σ (uncertainty.csv also has PCME++'s Σσ²).
+PLOTTED_UNCERTAINTY = "mean_log_sigma"
 # i2t queries are images, t2i queries are captions: σ of a modality is the u of its queries.
 QUERY_MODALITY = {"i2t": "images", "t2i": "captions"}
 METHOD_COLORS = {"vse0": "#4c72b0", "vsepp": "#55a868", "pvse-k1": "#dd8452", "pvse-k2": "#c44e52", "pcme": "#8172b3"}
@@ -298,7 +300,7 @@ def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[st
     """AUROC of the score margin (every method) and of PCME's σ (u) as predictors of an R@1 failure."""
     protocol = primary_protocol(dataset)
     table = uncertainty_summary
-    rows = table[(table["dataset"] == dataset) & (table["protocol"] == protocol)]
+    rows = table[(table["dataset"] == dataset) & (table["protocol"] == protocol) & (table["uncertainty"] != "sum_sigma_sq")]
     bars = [(m, "auroc_margin", f"{METHOD_LABELS[m]}\nmargin") for m in methods]
     if "pcme" in methods:
         bars.append(("pcme", "auroc_u", "PCME\nσ (u)"))
@@ -335,6 +337,7 @@ def plot_uncertainty_bins(uncertainty: pd.DataFrame, dataset: str):
         & (uncertainty["method"] == "pcme")
         & uncertainty["protocol"].isin(protocols)
         & (uncertainty["scoring"] == PRIMARY_SCORING["pcme"])
+        & (uncertainty["uncertainty"] == PLOTTED_UNCERTAINTY)
     ]
     figure = new_figure(10, 4.2)
     figure.suptitle(f"{dataset}: PCME retrieval per σ bin ({PRIMARY_SCORING['pcme']} scoring; thin lines: seeds)")
@@ -397,6 +400,7 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
         (uncertainty_summary["dataset"] == dataset)
         & (uncertainty_summary["method"] == "pcme")
         & (uncertainty_summary["statistic"] == "spearman_u_log_matches")
+        & (uncertainty_summary["uncertainty"] == PLOTTED_UNCERTAINTY)
     ]
     for axes, (direction, modality) in zip(panels, QUERY_MODALITY.items(), strict=True):
         axes.set_title(f"{modality} ({direction} queries)")

@@ -181,12 +181,16 @@ def score_matrix(embeddings: Embeddings, scoring: str, device: torch.device | st
     return scores
 
 
-def log_sigma_uncertainty(embeddings: Embeddings) -> dict[str, np.ndarray]:
-    """Per-query u = mean over dimensions of log sigma (log of sigma's geometric mean), by direction.
+def uncertainty_statistics(embeddings: Embeddings) -> dict[str, dict[str, np.ndarray]]:
+    """Per-query uncertainty statistics of PCME's embeddings, by name and direction.
 
-    i2t queries are images, t2i queries captions; PCME only.
+    ``mean_log_sigma`` (u): the mean over dimensions of log sigma, the log of sigma's
+    geometric mean; ``sum_sigma_sq``: the sum over dimensions of sigma^2, the trace of
+    the covariance, which PCME++ (Chun, ICLR 2024) bins by. i2t queries are images,
+    t2i queries captions.
     """
+    log_sigma = {"i2t": embeddings.tensors["image_log_sigma"].double(), "t2i": embeddings.tensors["caption_log_sigma"].double()}
     return {
-        "i2t": embeddings.tensors["image_log_sigma"].double().mean(1).numpy(),
-        "t2i": embeddings.tensors["caption_log_sigma"].double().mean(1).numpy(),
+        "mean_log_sigma": {d: v.mean(1).numpy() for d, v in log_sigma.items()},
+        "sum_sigma_sq": {d: (2 * v).exp().sum(1).numpy() for d, v in log_sigma.items()},
     }

@@ -114,9 +114,10 @@ def test_headline_table_has_our_interval_and_the_published_number(page, inputs):
     assert f"{pcme['mean']:.1f}" in row
     assert f"[{pcme['ci_low']:.1f}, {pcme['ci_high']:.1f}]" in row
     assert "paper 68.8 [" in row and "paper 45.0 [" in row  # PCME README: COCO 1K i2t R@1, PMRP
-    assert "paper 69.24 [" in table_row(headline, "PVSE K=2")
+    assert "yalesong/pvse recipe 69.24 [" in table_row(headline, "PVSE K=2")  # PVSE's own recipe: not a target
     assert "paper 68.8" not in table_row(headline, "PCME (mu)")  # published numbers belong to the method's own scoring
-    assert "paper 74.96" in headline  # a 5K number, in the collapsed table of every row
+    assert "recipe 74.96" in headline  # a 5K number, in the collapsed table of every row
+    assert "<em>yalesong/pvse recipe</em>: trained with" in page and "not a target for our runs" in page
     assert "naver-ai/pcme" in headline and '<a href="https://github.com/yalesong/pvse">' in page
     for method in METHODS:
         assert "[" in table_row(headline, METHOD_LABELS[method])  # every configured method has a row with an interval
