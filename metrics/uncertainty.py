@@ -69,6 +69,27 @@ def spearman(x, y) -> float:
     return _pearson_of(rankdata(x), rankdata(y))
 
 
+def spearman_interval(x, y, replicates: int = 1000, seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``spearman(x, y)`` over pairs.
+
+    Each of ``replicates`` resamples draws len(pairs) (x, y) pairs with replacement (NaN pairs
+    dropped first) from a generator seeded with ``seed``, and computes the Spearman correlation;
+    the interval is the (1 - confidence) / 2 and (1 + confidence) / 2 percentiles of the
+    defined replicates. (NaN, NaN) when fewer than two pairs remain or no replicate is defined.
+    """
+    x, y = _paired(x, y, ("x", "y"))
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = np.array([_pearson_of(rankdata(x[i]), rankdata(y[i])) for i in rng.integers(0, len(x), (replicates, len(x)))])
+    draws = draws[~np.isnan(draws)]
+    if draws.size == 0:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def auroc(predictor, failure) -> float:
     """Area under the ROC curve of ``predictor`` (higher = more likely a failure) for the binary ``failure``.
 

@@ -35,7 +35,8 @@ metrics: the ``metrics`` package. Files written (atomically), values in percent:
   ``spearman_u_rank`` (the statistic against the rank of the first correct item),
   ``pearson_bin_r1`` (bin index against per-bin R@1), ``auroc_u`` (the statistic
   predicting an R@1 failure), ``spearman_u_log_matches`` (synthetic: the statistic
-  against the log of the true number of matches; protocol full), all PCME with
+  against the log of the true number of matches; protocol full, with its 95% bootstrap
+  interval over queries as ``spearman_u_log_matches_ci_low`` / ``_ci_high``), all PCME with
   match-prob; and ``auroc_margin`` (uncertainty ``score_margin``: the negative top-1
   minus top-2 score margin predicting an R@1 failure) for every method with its own
   scoring (cosine, max-cosine, match-prob). A statistic that is undefined (e.g. no
@@ -67,6 +68,7 @@ from metrics import (
     retrieval_per_query,
     score_margin,
     spearman,
+    spearman_interval,
     uncertainty_bins,
 )
 from pcmebench.protocols import DIRECTIONS, PMRP_ZETAS, EvaluationSplit, RetrievalTask, protocol_tasks
@@ -93,6 +95,7 @@ UNCERTAINTY_STATISTICS = ("mean_log_sigma", "sum_sigma_sq")
 MARGIN = "score_margin"
 UNCERTAINTY_SCORING = "match-prob"
 N_BINS = 10
+SPEARMAN_REPLICATES = 1000  # bootstrap resamples of the queries for the interval of spearman_u_log_matches
 
 
 @dataclass
@@ -289,6 +292,9 @@ def _uncertainty_tables(analyses: list[_Analysis], scoring: str, u: dict | None,
                 matches = true_matches[direction]
                 log_matches = np.where(matches > 0, np.log(np.where(matches > 0, matches, 1)), np.nan)
                 statistic("full", direction, name, "spearman_u_log_matches", spearman(u[name][direction], log_matches))
+                low, high = spearman_interval(u[name][direction], log_matches, SPEARMAN_REPLICATES)
+                statistic("full", direction, name, "spearman_u_log_matches_ci_low", low)
+                statistic("full", direction, name, "spearman_u_log_matches_ci_high", high)
     return bins, summary
 
 

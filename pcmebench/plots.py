@@ -399,7 +399,7 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
     correlations = uncertainty_summary[
         (uncertainty_summary["dataset"] == dataset)
         & (uncertainty_summary["method"] == "pcme")
-        & (uncertainty_summary["statistic"] == "spearman_u_log_matches")
+        & uncertainty_summary["statistic"].str.startswith("spearman_u_log_matches")
         & (uncertainty_summary["uncertainty"] == PLOTTED_UNCERTAINTY)
     ]
     for axes, (direction, modality) in zip(panels, QUERY_MODALITY.items(), strict=True):
@@ -425,11 +425,14 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
         centres = [np.exp(np.log(matches[group == g]).mean()) for g in np.unique(group)]
         medians = [np.median(u[group == g]) for g in np.unique(group)]
         axes.plot(centres, medians, "-o", color="black", markersize=4, label="median")
-        rho = correlations.loc[correlations["direction"] == direction, "value"]
+        here = correlations[correlations["direction"] == direction]
+        rho = here.loc[here["statistic"] == "spearman_u_log_matches", "value"]
         if len(rho):
-            axes.text(
-                0.02, 0.97, f"Spearman ρ(u, log matches) = {rho.mean():.3f}", transform=axes.transAxes, va="top", fontsize=9
-            )
+            text = f"Spearman ρ(u, log matches) = {rho.mean():.3f}"
+            low, high = (here.loc[here["statistic"] == f"spearman_u_log_matches{end}", "value"] for end in ("_ci_low", "_ci_high"))
+            if len(low) and len(high):
+                text += f"\n95% bootstrap interval [{low.mean():.3f}, {high.mean():.3f}]"
+            axes.text(0.02, 0.97, text, transform=axes.transAxes, va="top", fontsize=9)
         axes.set_xscale("log")
         axes.set_xlabel("true matches in the complete ground truth (log scale)")
         axes.set_ylabel("u = mean log σ")

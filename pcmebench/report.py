@@ -53,8 +53,13 @@ STATISTICS = {
     "auroc_margin": "AUROC of the negative top-1 minus top-2 score margin predicting an R@1 failure",
     "spearman_u_rank": "Spearman correlation of the σ statistic with the rank of the first correct item",
     "pearson_bin_r1": "Pearson correlation of σ-bin index with the bin's R@1",
-    "spearman_u_log_matches": "Spearman correlation of the σ statistic with log(true number of matches), synthetic data only",
+    "spearman_u_log_matches": (
+        "Spearman correlation of the σ statistic with log(true number of matches), synthetic data only; "
+        "below it, its 95% bootstrap interval over queries (mean over seeds of each seed's bounds)"
+    ),
 }
+# Statistics with a bootstrap interval carry it in two more rows, <statistic>_ci_low and _ci_high.
+INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
 UNCERTAINTIES = {
     "mean_log_sigma": "u, the mean over dimensions of log σ",
     "sum_sigma_sq": "Σσ², the sum over dimensions of σ² (PCME++ bins by it)",
@@ -323,6 +328,9 @@ class Report:
         rows = table[(table["dataset"] == dataset) & table["protocol"].isin(protocols) & table["method"].isin(self.methods)]
         if rows.empty:
             return f"<p>uncertainty_summary.csv has no {esc('/'.join(protocols))} rows for {esc(dataset)}.</p>"
+        intervals = rows[rows["statistic"].str.endswith(INTERVAL_SUFFIXES)]
+        rows = rows[~rows["statistic"].str.endswith(INTERVAL_SUFFIXES)]
+        bounds = intervals.groupby(["protocol", "method", "scoring", "uncertainty", "direction", "statistic"])["value"].mean()
         stats = [s for s in STATISTICS if s in set(rows["statistic"])] + sorted(set(rows["statistic"]) - set(STATISTICS))
         columns = [
             (d, s) for d in DIRECTIONS for s in stats if not rows[(rows["direction"] == d) & (rows["statistic"] == s)].empty
@@ -344,6 +352,9 @@ class Report:
                             continue
                         mean, std, count = grouped.loc[key]
                         spread = f'<span class="ci">± {number(std, 3)} (sd over {int(count)} seeds)</span>' if count > 1 else ""
+                        low, high = (bounds.get((*key[:-1], f"{statistic}{end}")) for end in INTERVAL_SUFFIXES)
+                        if low is not None and high is not None:
+                            spread += f'<span class="ci">[{number(low, 3)}, {number(high, 3)}]</span>'
                         row.append(number(mean, 3) + spread)
                     body.append(row)
                     classes.append("" if primary else "secondary")

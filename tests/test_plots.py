@@ -121,6 +121,8 @@ def fake_uncertainty(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
                     bins.append({**pcme, "bin": b, **bounds, "metric": metric, "value": top - 3 * b})
                 if protocol == "full":
                     statistics.append({**pcme, "statistic": "spearman_u_log_matches", "value": 0.6})
+                    statistics.append({**pcme, "statistic": "spearman_u_log_matches_ci_low", "value": 0.55})
+                    statistics.append({**pcme, "statistic": "spearman_u_log_matches_ci_high", "value": 0.65})
     return pd.DataFrame(bins, columns=UNCERTAINTY_COLUMNS), pd.DataFrame(statistics, columns=UNCERTAINTY_SUMMARY_COLUMNS)
 
 

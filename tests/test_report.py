@@ -129,6 +129,8 @@ def test_uncertainty_section_reports_sigma_and_margin(page):
     synthetic = section(page, "uncertainty-synthetic-cub")
     assert "spearman_u_log_matches</th>" in synthetic.replace("<br>", "")
     assert "0.600" in table_row(synthetic, "full", "PCME")  # the fake spearman_u_log_matches, on the complete ground truth
+    assert "[0.550, 0.650]" in table_row(synthetic, "full", "PCME")  # and its bootstrap interval
+    assert "spearman_u_log_matches_ci_low" not in synthetic  # the interval is not a column of its own
     assert "0.600" not in table_row(synthetic, "CUB", "PCME")
     assert "—" in table_row(synthetic, "CUB", "VSE0")  # no σ statistics for a deterministic method
     assert "± " in table_row(synthetic, "CUB", "VSE0")  # two seeds: the spread of the margin's AUROC is shown
