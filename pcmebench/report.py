@@ -399,8 +399,9 @@ class Report:
         parts = [
             '<h2 id="uncertainty">Uncertainty</h2>',
             (
-                '<p class="note">Does a query\'s predicted uncertainty (u = mean log σ, PCME only) tell in advance that '
-                "retrieval will fail? Compared with the score margin (top-1 minus top-2), a signal every method has. "
+                '<p class="note">Does a query\'s predicted uncertainty (PCME only: u = mean log σ, and Σσ², the sum of σ² '
+                "that PCME++ bins by) tell in advance that retrieval will fail? Compared with the score margin (top-1 minus "
+                "top-2), a signal every method has. "
                 "AUROC 0.5 is chance. Mean over seeds at each dataset's primary protocol and, on synthetic data, on the "
                 "complete ground truth (<code>full</code>).</p>"
             ),
