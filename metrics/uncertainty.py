@@ -1,8 +1,10 @@
 """Uncertainty against retrieval performance: equal-count bins of u, rank correlations and AUROC.
 
-The analyses of PCME (Chun et al. 2021, "uncertainty vs performance": R@1 per bin of sigma) and
-PCME++ (Chun 2024, Pearson correlation between bin index and per-bin R@1). Inputs are 1-D numpy
-arrays or torch tensors, one value per query.
+The analysis of PCME (Chun et al. 2021, "uncertainty vs performance": R@1 per bin of sigma),
+which PCME++ (Chun 2024) repeats with bins of the sum of sigma^2, and the statistics that
+summarise it here: the Pearson correlation of bin index with per-bin R@1, Spearman rank
+correlations (with a bootstrap interval) and AUROC. Inputs are 1-D numpy arrays or torch
+tensors, one value per query.
 
 Missing values: ``spearman``, ``pearson`` and ``auroc`` drop every pair where either value is NaN
 (e.g. a query excluded from a metric). They return NaN, without an exception, when the answer is

@@ -311,7 +311,10 @@ class Report:
             (
                 '<p class="note">Mean over seeds in percent; below it the 95% bootstrap confidence interval (queries '
                 "resampled, combined over seeds); in brown the published number where one exists. Bold: the highest mean "
-                "of a column (overlapping intervals mean the difference may not be real). Grey rows: PCME's other scorings.</p>"
+                "of a column (overlapping intervals mean the difference may not be real). Grey rows: PCME's other scorings. "
+                "PCME's own row ranks by match probability, the official COCO evaluation; PCME (sample-dot), the sum of "
+                "the J x J sample inner products, is the official CUB evaluation, the one the PCME paper's CUB table "
+                "used (evaluate_cub.py, eval_method matmul).</p>"
             ),
         ]
         for dataset in self.datasets:
