@@ -8,22 +8,28 @@ from torchvision import transforms as T
 from torchvision.transforms.functional import pil_to_tensor
 
 from corpora.prepared import PreparedSplit
+from corpora.text import SPECIAL_TOKENS, UNK
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 AUGMENTATIONS = ("none", "flip", "coco", "cub")
 
 
-def image_transform(augment: str, input_size: int, train: bool):
+def image_transform(augment: str, input_size: int, train: bool, random_erasing: float = 0.0):
     """uint8 (3, H, W) image tensor -> normalised float tensor.
 
     ``coco``: RandomResizedCrop + horizontal flip in training, resize + centre crop
     otherwise (as PCME on COCO); ``cub``: resize + centre crop (PCME on CUB);
     ``flip``: resize + horizontal flip in training; ``none``: resize only, for
-    synthetic scenes whose captions say "left", "right", "top".
+    synthetic scenes whose captions say "left", "right", "top". In training,
+    ``random_erasing`` is the probability of zeroing one rectangle (2% to 1/3 of the
+    image, aspect 0.3 to 3.3) after normalisation, as PCME's ``random_erasing_prob``
+    (naver-ai/pcme datasets/_transforms.py, mode 'const').
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augment!r}; allowed: {list(AUGMENTATIONS)}")
     normalise = [T.ConvertImageDtype(torch.float32), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if train and random_erasing > 0:
+        normalise.append(T.RandomErasing(random_erasing, scale=(0.02, 1 / 3), ratio=(0.3, 1 / 0.3), value=0))
     if augment == "coco" and train:
         return T.Compose([T.RandomResizedCrop(input_size, antialias=True), T.RandomHorizontalFlip(), *normalise])
     if augment in ("coco", "cub"):
@@ -43,6 +49,36 @@ def drop_words(tokens: list[int], probability: float) -> list[int]:
     if not keep.any():
         keep[torch.randint(len(words), ())] = True
     return [tokens[0], *(w for w, k in zip(words, keep.tolist()) if k), tokens[-1]]
+
+
+def unk_then_delete(tokens: list[int], probability: float) -> list[int]:
+    """PCME's caption noise (naver-ai/pcme datasets/_transforms.py ``tokenize``), torch RNG:
+    each word (not <start>/<end>) becomes ``<unk>`` with ``probability``, then
+    floor(``probability`` x words) words, chosen one at a time, are deleted."""
+    words = tokens[1:-1]
+    if probability <= 0 or not words:
+        return tokens
+    unk = SPECIAL_TOKENS.index(UNK)
+    words = [unk if r < probability else w for w, r in zip(words, torch.rand(len(words)).tolist())]
+    for _ in range(int(len(words) * probability)):
+        words.pop(int(torch.randint(len(words), ())))
+    return [tokens[0], *words, tokens[-1]]
+
+
+CAPTION_NOISE = {"unk-then-delete": unk_then_delete, "delete": drop_words}
+
+
+class CaptionNoise:
+    """Training-time caption noise: ``unk-then-delete`` (PCME's) or ``delete`` (each word with ``probability``)."""
+
+    def __init__(self, probability: float, mode: str):
+        if mode not in CAPTION_NOISE:
+            raise ValueError(f"unknown caption noise {mode!r}; allowed: {list(CAPTION_NOISE)}")
+        self.probability = probability
+        self.apply = CAPTION_NOISE[mode]
+
+    def __call__(self, tokens: list[int]) -> list[int]:
+        return self.apply(tokens, self.probability)
 
 
 class ImageSource:
@@ -68,10 +104,10 @@ class ImageSource:
 class CaptionPairs(Dataset):
     """One item per caption of ``splits``: (image, tokens, image id), the image decoded on access."""
 
-    def __init__(self, splits: list[PreparedSplit], transform, word_drop: float = 0.0, cache_images: bool = False):
+    def __init__(self, splits: list[PreparedSplit], transform, caption_noise=None, cache_images: bool = False):
         self.images = ImageSource(splits, cache_images)
         self.transform = transform
-        self.word_drop = word_drop
+        self.caption_noise = caption_noise
         self.index = []  # (split number, image row, tokens, image id, class id or -1)
         for number, split in enumerate(splits):
             classes = split.images["class_id"] if "class_id" in split.images.column_names else None
@@ -87,7 +123,8 @@ class CaptionPairs(Dataset):
 
     def __getitem__(self, i):
         number, row, tokens, image_id, _ = self.index[i]
-        return self.transform(self.images(number, row)), drop_words(tokens, self.word_drop), image_id
+        noisy = self.caption_noise(tokens) if self.caption_noise is not None else tokens
+        return self.transform(self.images(number, row)), noisy, image_id
 
 
 class Images(Dataset):

@@ -8,7 +8,7 @@ per query and left out of the means with an ExcludedQueriesWarning; bad input ra
 from metrics.pmrp import pmrp, pmrp_per_query
 from metrics.ranking import ExcludedQueriesWarning
 from metrics.retrieval import map_at_r, r_precision, recall_at_k, retrieval_per_query, score_margin
-from metrics.uncertainty import auroc, pearson, spearman, uncertainty_bins
+from metrics.uncertainty import auroc, pearson, spearman, spearman_interval, uncertainty_bins
 
 __all__ = [
     "ExcludedQueriesWarning",
@@ -22,5 +22,6 @@ __all__ = [
     "retrieval_per_query",
     "score_margin",
     "spearman",
+    "spearman_interval",
     "uncertainty_bins",
 ]

@@ -1,8 +1,10 @@
 """Uncertainty against retrieval performance: equal-count bins of u, rank correlations and AUROC.
 
-The analyses of PCME (Chun et al. 2021, "uncertainty vs performance": R@1 per bin of sigma) and
-PCME++ (Chun 2024, Pearson correlation between bin index and per-bin R@1). Inputs are 1-D numpy
-arrays or torch tensors, one value per query.
+The analysis of PCME (Chun et al. 2021, "uncertainty vs performance": R@1 per bin of sigma),
+which PCME++ (Chun 2024) repeats with bins of the sum of sigma^2, and the statistics that
+summarise it here: the Pearson correlation of bin index with per-bin R@1, Spearman rank
+correlations (with a bootstrap interval) and AUROC. Inputs are 1-D numpy arrays or torch
+tensors, one value per query.
 
 Missing values: ``spearman``, ``pearson`` and ``auroc`` drop every pair where either value is NaN
 (e.g. a query excluded from a metric). They return NaN, without an exception, when the answer is
@@ -67,6 +69,27 @@ def spearman(x, y) -> float:
     the mean of their ranks). NaN pairs are dropped; NaN for fewer than 2 pairs or a constant input."""
     x, y = _paired(x, y, ("x", "y"))
     return _pearson_of(rankdata(x), rankdata(y))
+
+
+def spearman_interval(x, y, replicates: int = 1000, seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``spearman(x, y)`` over pairs.
+
+    Each of ``replicates`` resamples draws len(pairs) (x, y) pairs with replacement (NaN pairs
+    dropped first) from a generator seeded with ``seed``, and computes the Spearman correlation;
+    the interval is the (1 - confidence) / 2 and (1 + confidence) / 2 percentiles of the
+    defined replicates. (NaN, NaN) when fewer than two pairs remain or no replicate is defined.
+    """
+    x, y = _paired(x, y, ("x", "y"))
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = np.array([_pearson_of(rankdata(x[i]), rankdata(y[i])) for i in rng.integers(0, len(x), (replicates, len(x)))])
+    draws = draws[~np.isnan(draws)]
+    if draws.size == 0:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def auroc(predictor, failure) -> float:

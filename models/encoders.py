@@ -2,7 +2,8 @@
 
 Each encoder returns a global feature (B, G) and local features (B, N, C) with a
 mask (B, N) of the valid positions: image regions of the last feature map, or
-words. The method heads (``models.heads``) turn both into embeddings.
+word vectors; its ``feature_dims`` (``models.heads.FeatureDims``) gives their widths.
+The method heads (``models.heads``) turn both into embeddings.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import itertools
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from models.heads import FeatureDims
 
 IMAGE_ENCODERS = ("small-cnn", "resnet50", "resnet152")
 
@@ -31,8 +34,7 @@ class SmallCNN(nn.Module):
         for c_in, c_out in itertools.pairwise(channels):
             blocks += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*blocks)
-        self.local_dim = channels[-1]
-        self.global_dim = 2 * channels[-1]
+        self.feature_dims = FeatureDims(global_dim=2 * channels[-1], local_dim=channels[-1])
 
     def forward(self, images: torch.Tensor):
         b, _, h, w = images.shape
@@ -55,7 +57,7 @@ class ResNetBackbone(nn.Module):
         weights = torchvision.models.get_model_weights(builder).IMAGENET1K_V1 if pretrained else None
         resnet = builder(weights=weights)
         self.body = nn.Sequential(*list(resnet.children())[:-2])
-        self.local_dim = self.global_dim = resnet.fc.in_features
+        self.feature_dims = FeatureDims(global_dim=resnet.fc.in_features, local_dim=resnet.fc.in_features)
 
     def forward(self, images: torch.Tensor):
         grid = self.body(images)
@@ -73,25 +75,57 @@ def build_image_encoder(name: str, pretrained: bool) -> nn.Module:
     raise ValueError(f"unknown image encoder {name!r}; allowed: {list(IMAGE_ENCODERS)}")
 
 
+def last_position(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, L, C) per-position outputs -> (B, C) at each sequence's last valid position."""
+    index = (lengths.to(outputs.device) - 1).clamp(min=0)
+    return outputs[torch.arange(outputs.shape[0], device=outputs.device), index]
+
+
+def run_gru(gru: nn.GRU, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A batch-first GRU over padded ``inputs`` (B, L, C) of ``lengths`` -> outputs (B, L, H), zero past each end."""
+    packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    output, _ = gru(packed)
+    return pad_packed_sequence(output, batch_first=True, total_length=inputs.shape[1])[0]
+
+
+WORD_VECTOR_TRAINING = ("never", "finetune", "always")
+
+
 class TextEncoder(nn.Module):
     """Word vectors -> bidirectional GRU with ``embed_dim / 2`` units per direction.
 
-    Local features are the GRU outputs of each word; the global feature joins the
-    last forward and the first backward hidden state. Word vectors are frozen when
-    they come from GloVe, as in the paper.
+    As in PVSE with ``--legacy`` (the mode its published numbers use) and PCME's caption
+    encoder (yalesong/pvse model.py ``EncoderText``; naver-ai/pcme models/caption_encoder.py):
+    the global feature is the GRU output at the last word (the forward state after the
+    whole caption joined to the backward state after the last word alone, so the
+    backward direction's state-to-state weights never learn), already D-dimensional;
+    the local features the heads attend over are the word vectors themselves, not
+    the GRU states.
+
+    ``word_vectors_training``: when the word vectors learn; ``never`` (PVSE's README
+    command), ``finetune`` (only in the fine-tuning phase: PCME's ``txt_finetune``,
+    train_coco.py / train_cub.py) or ``always`` (VSE++, whose word vectors are
+    trained from the start; fartashf/vsepp model.py). See ``set_phase``.
     """
 
-    def __init__(self, word_vectors: torch.Tensor, embed_dim: int, freeze_words: bool):
+    def __init__(self, word_vectors: torch.Tensor, embed_dim: int, word_vectors_training: str = "always"):
         super().__init__()
         if embed_dim % 2:
             raise ValueError(f"embed_dim must be even for a bidirectional GRU, got {embed_dim}")
-        self.words = nn.Embedding.from_pretrained(word_vectors.float(), freeze=freeze_words, padding_idx=0)
+        if word_vectors_training not in WORD_VECTOR_TRAINING:
+            raise ValueError(f"word_vectors_training must be one of {WORD_VECTOR_TRAINING}, got {word_vectors_training!r}")
+        self.word_vectors_training = word_vectors_training
+        self.words = nn.Embedding.from_pretrained(word_vectors.float(), freeze=False, padding_idx=0)
         self.gru = nn.GRU(word_vectors.shape[1], embed_dim // 2, batch_first=True, bidirectional=True)
-        self.local_dim = self.global_dim = embed_dim
+        self.feature_dims = FeatureDims(embed_dim, word_vectors.shape[1], global_is_joint=True)
+        self.set_phase(frozen=False)
+
+    def set_phase(self, frozen: bool) -> None:
+        """Let the word vectors learn or not in the frozen-backbone phase (``frozen``) or the fine-tuning one."""
+        trainable = {"never": False, "finetune": not frozen, "always": True}[self.word_vectors_training]
+        self.words.weight.requires_grad_(trainable)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor):
-        packed = pack_padded_sequence(self.words(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, hidden = self.gru(packed)
-        local, _ = pad_packed_sequence(output, batch_first=True, total_length=tokens.shape[1])
+        vectors = self.words(tokens)
         mask = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
-        return torch.cat([hidden[0], hidden[1]], dim=1), local, mask
+        return last_position(run_gru(self.gru, vectors, lengths), lengths), vectors, mask

@@ -1,19 +1,43 @@
-"""The embedding head every method shares, and the attention pooling it is built on."""
+"""The embedding head every method shares, and the attention pooling it is built on.
+
+Both follow PVSE's PIE-Net (yalesong/pvse model.py, ``MultiHeadSelfAttention`` and
+``PIENet``), which PCME reuses unchanged (naver-ai/pcme models/pie_model.py): the
+attention's hidden width is half its input width, its weights and the residual
+Linear start Xavier-uniform with a zero bias.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+class FeatureDims(NamedTuple):
+    """What an encoder hands the heads: widths of its global and local features.
+
+    ``global_is_joint``: the global feature is already D-dimensional and enters the
+    head without a Linear (the text GRU's output in PVSE and PCME; the image's
+    pooled CNN feature goes through a Linear first).
+    """
+
+    global_dim: int
+    local_dim: int
+    global_is_joint: bool = False
+
+
 class AttentionPool(nn.Module):
     """K-head self-attention pooling of PVSE (Song & Soleymani 2019): softmax(W2 tanh(W1 x)) over positions."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, heads: int):
+    def __init__(self, in_dim: int, heads: int):
         super().__init__()
+        hidden_dim = max(1, in_dim // 2)  # d_in / 2, as pvse model.py and pcme models/*_encoder.py build it
         self.w1 = nn.Linear(in_dim, hidden_dim, bias=False)
         self.w2 = nn.Linear(hidden_dim, heads, bias=False)
+        nn.init.xavier_uniform_(self.w1.weight)
+        nn.init.xavier_uniform_(self.w2.weight)
 
     def forward(self, local: torch.Tensor, mask: torch.Tensor):
         """(B, N, C) features and (B, N) mask -> pooled (B, K, C) and weights (B, K, N)."""
@@ -22,18 +46,29 @@ class AttentionPool(nn.Module):
         return weights @ local, weights
 
 
-class EmbeddingHead(nn.Module):
-    """Global feature -> Linear to D, plus a residual from attention-pooled local features.
+def residual_linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """A Linear started Xavier-uniform with a zero bias (PIE-Net's ``fc``)."""
+    linear = nn.Linear(in_dim, out_dim)
+    nn.init.xavier_uniform_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
 
-    out_k = LayerNorm(W_g g + sigmoid(W_l pool_k(local))), L2-normalised; K
-    attention heads give K embeddings (PVSE), one head the usual single embedding.
+
+class EmbeddingHead(nn.Module):
+    """Global feature (through a Linear to D unless already D-dim) plus a residual from attention-pooled local features.
+
+    out_k = LayerNorm(g + sigmoid(W_l pool_k(local))), L2-normalised, with g = W_g global
+    (images) or the global feature itself (text); K attention heads give K embeddings
+    (PVSE), one head the usual single embedding.
     """
 
-    def __init__(self, global_dim: int, local_dim: int, embed_dim: int, heads: int = 1):
+    def __init__(self, features: FeatureDims, embed_dim: int, heads: int = 1):
         super().__init__()
-        self.global_fc = nn.Linear(global_dim, embed_dim)
-        self.attention = AttentionPool(local_dim, embed_dim // 2, heads)
-        self.local_fc = nn.Linear(local_dim, embed_dim)
+        if features.global_is_joint and features.global_dim != embed_dim:
+            raise ValueError(f"a global feature used as it is must be {embed_dim}-dim, got {features.global_dim}")
+        self.global_fc = nn.Identity() if features.global_is_joint else nn.Linear(features.global_dim, embed_dim)
+        self.attention = AttentionPool(features.local_dim, heads)
+        self.local_fc = residual_linear(features.local_dim, embed_dim)
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, global_feature, local, mask):

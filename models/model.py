@@ -13,14 +13,28 @@ from models.vse import VSE
 METHODS = {"vse0": VSE, "vsepp": VSE, "pvse-k1": PVSE, "pvse-k2": PVSE, "pcme": PCME}
 
 
-class CrossModalModel(nn.Module):
-    """Image encoder + text encoder + a method (its heads and loss)."""
+BATCH_POSITIVES = ("pair", "image")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: TextEncoder, method: nn.Module):
+
+class CrossModalModel(nn.Module):
+    """Image encoder + text encoder + a method (its heads and loss).
+
+    ``batch_positives``: which in-batch (image, caption) pairs the loss treats as
+    matches. ``pair``: only each pair's own image and caption, as every original
+    does (naver-ai/pcme criterions/probemb.py ``full_sampling``; yalesong/pvse
+    loss.py and fartashf/vsepp model.py mask the diagonal), so another caption of
+    the same image in the batch counts as a negative; ``image``: any two pairs that
+    show the same image match.
+    """
+
+    def __init__(self, image_encoder: nn.Module, text_encoder: TextEncoder, method: nn.Module, batch_positives: str = "pair"):
         super().__init__()
+        if batch_positives not in BATCH_POSITIVES:
+            raise ValueError(f"batch_positives must be one of {BATCH_POSITIVES}, got {batch_positives!r}")
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.method = method
+        self.batch_positives = batch_positives
 
     def encode_images(self, images: torch.Tensor) -> dict:
         return self.method.embed_images(*self.image_encoder(images))
@@ -29,12 +43,15 @@ class CrossModalModel(nn.Module):
         return self.method.embed_captions(*self.text_encoder(tokens, lengths))
 
     def forward(self, images, tokens, lengths, image_ids):
-        """The method's loss on a batch of pairs; pairs with the same image id match each other.
+        """The method's loss on a batch of pairs (which pairs match: ``batch_positives``).
 
         Encoders may run under autocast (bf16 on CUDA); the loss always runs in fp32,
         where PCME's distances and log-sigmoids stay accurate.
         """
-        match = image_ids[:, None] == image_ids[None, :]
+        if self.batch_positives == "image":
+            match = image_ids[:, None] == image_ids[None, :]
+        else:
+            match = torch.eye(len(image_ids), dtype=torch.bool, device=image_ids.device)
         encoded_images = self.encode_images(images)
         encoded_captions = self.encode_captions(tokens, lengths)
         with torch.autocast(images.device.type, enabled=False):
@@ -45,10 +62,22 @@ class CrossModalModel(nn.Module):
         if hasattr(self.method, "set_epoch"):
             self.method.set_epoch(epoch)
 
-    def set_backbone_trainable(self, trainable: bool) -> None:
-        """Freeze or release the image backbone (the paper's first, frozen phase)."""
+    def set_phase(self, frozen: bool) -> None:
+        """Enter the frozen-backbone phase (``frozen``) or the fine-tuning one.
+
+        The image backbone learns only when fine-tuning (the papers' first phase keeps
+        it frozen); the word vectors follow the method's ``word_vectors_training``.
+        """
         for parameter in self.image_encoder.parameters():
-            parameter.requires_grad_(trainable)
+            parameter.requires_grad_(not frozen)
+        self.text_encoder.set_phase(frozen)
+
+    def parameters_to_clip(self) -> list[nn.Parameter]:
+        """Every parameter but the loss's own (PCME's a and b): the originals clip the model's
+        gradients, and keep the loss's parameters in a separate criterion module
+        (naver-ai/pcme engine/trainer.py clips ``self.model.parameters()``)."""
+        own = {id(p) for p in getattr(self.method, "loss_parameters", list)()}
+        return [p for p in self.parameters() if id(p) not in own]
 
 
 def _to_float(encoded: dict) -> dict:
@@ -66,9 +95,13 @@ def per_dataset(value, dataset: str, dataset_format: str):
     raise KeyError(f"setting {value} has no value for {dataset!r} or its format {dataset_format!r}")
 
 
+# Method settings that configure the shared stack rather than the method's own class.
+STACK_SETTINGS = ("word_vectors_training",)
+
+
 def method_arguments(method: str, settings: dict, dataset: str, dataset_format: str) -> dict:
     """Keyword arguments of the method's class, per-dataset values resolved."""
-    args = {k: per_dataset(v, dataset, dataset_format) for k, v in settings.items()}
+    args = {k: per_dataset(v, dataset, dataset_format) for k, v in settings.items() if k not in STACK_SETTINGS}
     if METHODS[method] is not PVSE:
         args.pop("embeddings")  # one embedding per item by definition
     return args
@@ -82,18 +115,19 @@ def build_model(
     embed_dim: int,
     image_encoder: str,
     word_vectors: torch.Tensor,
-    freeze_words: bool,
     pretrained: bool = True,
+    batch_positives: str = "pair",
 ) -> CrossModalModel:
-    """A model for ``method`` (vse0, vsepp, pvse-k1, pvse-k2, pcme) on one shared encoder stack."""
+    """A model for ``method`` (vse0, vsepp, pvse-k1, pvse-k2, pcme) on one shared encoder stack.
+
+    The method's ``word_vectors_training`` setting goes to the text encoder, the others to its class.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {sorted(METHODS)}")
     images = build_image_encoder(image_encoder, pretrained)
-    text = TextEncoder(word_vectors, embed_dim, freeze_words)
+    training = per_dataset(method_settings["word_vectors_training"], dataset, dataset_format)
+    text = TextEncoder(word_vectors, embed_dim, training)
     head = METHODS[method](
-        (images.global_dim, images.local_dim),
-        (text.global_dim, text.local_dim),
-        embed_dim,
-        **method_arguments(method, method_settings, dataset, dataset_format),
+        images.feature_dims, text.feature_dims, embed_dim, **method_arguments(method, method_settings, dataset, dataset_format)
     )
-    return CrossModalModel(images, text, head)
+    return CrossModalModel(images, text, head, batch_positives)

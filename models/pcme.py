@@ -4,9 +4,18 @@ mu comes from the shared embedding head; log sigma from a second head with its
 own attention branch over the same local features. Training draws J samples
 z = mu + eps * sigma per item; the match probability of an image and a caption is
 the mean over the J x J sample pairs of sigmoid(-a ||z_i - z_c|| + b), with a and
-b learned. The loss is the soft contrastive loss (-log p for matches, -log(1 - p)
-for non-matches, over every in-batch pair), plus beta * KL(N(mu, sigma^2) || N(0, I))
-and lambda * the uniformity loss of Wang & Isola (2020, t = 2) over the L2-normalised samples.
+b learned. The objective is naver-ai/pcme's (criterions/probemb.py,
+``MCSoftContrastiveLoss``):
+
+    L = NLL(i2t) + NLL(t2i) + lambda * U + beta * (KL_image + KL_caption)
+
+NLL: the soft contrastive loss -log p (matches) or -log(1 - p) (non-matches)
+summed over every in-batch (image, caption) pair, once per direction (the same
+pairs, so twice the sum); the distance is sqrt(||z_i - z_c||^2 + 1e-6).
+``kl_form`` and ``uniformity_form`` choose the regularisers' form: the official
+code's (the paper preset) or a corrected one (see ``kl_divergence`` and
+``uniformity_loss``); ``reduction: mean`` divides the whole objective by the
+number of contrastive terms (2 N_i N_c), keeping beta and lambda's weight.
 
 Sigmoid convention: the standard sigmoid 1 / (1 + e^-x). The official code's
 "sigmoid" is e^x / (e^x + e^-x) = sigmoid(2x), so its initial a = b = 15 (COCO)
@@ -21,31 +30,66 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.heads import AttentionPool, EmbeddingHead
+from models.encoders import last_position, run_gru
+from models.heads import AttentionPool, EmbeddingHead, FeatureDims, residual_linear
+
+KL_FORMS = ("log-variance", "log-sigma")
+UNIFORMITY_FORMS = ("raw-subsampled", "normalised")
+REDUCTIONS = ("sum", "mean")
+# The official uniformity keeps pdist small: at most 16,384 pairs' worth of points,
+# i.e. 128 points drawn with replacement (criterions/probemb.py ``uniform_loss``).
+UNIFORMITY_MAX_POINTS = 128
+# Inside the square root of every training distance (criterions/probemb.py ``batchwise_cdist``).
+DISTANCE_EPS = 1e-6
 
 
 class UncertaintyHead(nn.Module):
-    """log sigma (D-dim, unconstrained) = W_g g + W_l pool(local), with its own attention branch.
+    """Image log sigma (D-dim, unconstrained) = W_g g + W_l pool(local), with its own attention branch.
 
-    ``init_log_sigma``: where log sigma starts (the output biases; None keeps PyTorch's
-    default initialisation, as the official code does). With the default, sigma starts near 1
-    per dimension, noise of norm sqrt(D) around a unit-norm mu: on a schedule of a few hundred
-    steps (the synthetic datasets) the soft contrastive loss then settles at the trivial answer,
-    every pair at the in-batch match rate, before mu learns anything.
+    As naver-ai/pcme models/uncertainty_module.py (``UncertaintyModuleImage``): the
+    pooled-feature Linear keeps PyTorch's initialisation, the attention branch's
+    Linear starts Xavier-uniform with a zero bias.
+
+    ``init_log_sigma``: where log sigma starts (the output biases; None keeps the
+    official initialisation). With it, sigma starts near 1 per dimension, noise of norm
+    sqrt(D) around a unit-norm mu.
     """
 
-    def __init__(self, global_dim: int, local_dim: int, embed_dim: int, init_log_sigma: float | None = None):
+    def __init__(self, features: FeatureDims, embed_dim: int, init_log_sigma: float | None = None):
         super().__init__()
-        self.global_fc = nn.Linear(global_dim, embed_dim)
-        self.attention = AttentionPool(local_dim, embed_dim // 2, heads=1)
-        self.local_fc = nn.Linear(local_dim, embed_dim)
+        self.global_fc = nn.Linear(features.global_dim, embed_dim)
+        self.attention = AttentionPool(features.local_dim, heads=1)
+        self.local_fc = residual_linear(features.local_dim, embed_dim)
         if init_log_sigma is not None:
             nn.init.constant_(self.global_fc.bias, init_log_sigma)
-            nn.init.zeros_(self.local_fc.bias)
 
     def forward(self, global_feature, local, mask):
         pooled, _ = self.attention(local, mask)
         return self.global_fc(global_feature) + self.local_fc(pooled[:, 0])
+
+
+class TextUncertaintyHead(nn.Module):
+    """Caption log sigma = W_l pool(word vectors) + the last output of its own bi-GRU over the word vectors.
+
+    As naver-ai/pcme models/uncertainty_module.py (``UncertaintyModuleText``): the
+    sigma branch does not share the caption encoder's GRU. ``init_log_sigma`` sets
+    the attention branch's output bias (the GRU's output lies in (-1, 1)).
+    """
+
+    def __init__(self, features: FeatureDims, embed_dim: int, init_log_sigma: float | None = None):
+        super().__init__()
+        if embed_dim % 2:
+            raise ValueError(f"embed_dim must be even for a bidirectional GRU, got {embed_dim}")
+        self.attention = AttentionPool(features.local_dim, heads=1)
+        self.local_fc = residual_linear(features.local_dim, embed_dim)
+        self.gru = nn.GRU(features.local_dim, embed_dim // 2, batch_first=True, bidirectional=True)
+        if init_log_sigma is not None:
+            nn.init.constant_(self.local_fc.bias, init_log_sigma)
+
+    def forward(self, global_feature, local, mask):
+        pooled, _ = self.attention(local, mask)
+        lengths = mask.sum(dim=1)
+        return self.local_fc(pooled[:, 0]) + last_position(run_gru(self.gru, local, lengths), lengths)
 
 
 def sample_embeddings(mu: torch.Tensor, log_sigma: torch.Tensor, samples: int, generator: torch.Generator | None = None):
@@ -59,33 +103,58 @@ def _log_mean_exp(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return torch.logsumexp(x, dim=dims) - math.log(count)
 
 
-def soft_contrastive_loss(image_samples, caption_samples, match, a, b) -> torch.Tensor:
-    """Mean over every (image, caption) pair of -log p (match) or -log(1 - p) (non-match).
+def soft_contrastive_nll(image_samples, caption_samples, match, a, b) -> torch.Tensor:
+    """(N_i, N_c) per-pair soft contrastive loss: -log p (``match``) or -log(1 - p) (non-match).
 
-    p = mean over the J x J sample pairs of sigmoid(-a d + b), computed in log
-    space for stability. The pairs of the batch serve both directions at once:
-    image-to-caption and caption-to-image terms are the same pairs.
+    p = mean over the J x J sample pairs of sigmoid(-a d + b), d = sqrt(||z_i - z_c||^2 + 1e-6)
+    (criterions/probemb.py ``batchwise_cdist`` and ``soft_contrastive_nll``), in log space.
     """
-    j = image_samples.shape[1]
-    distance = torch.cdist(image_samples.flatten(0, 1), caption_samples.flatten(0, 1))
-    logits = (-a * distance + b).unflatten(0, (-1, j)).unflatten(2, (-1, j))  # (N_i, J, N_c, J)
+    j_i, j_c = image_samples.shape[1], caption_samples.shape[1]
+    x, y = image_samples.flatten(0, 1), caption_samples.flatten(0, 1)
+    squared = (x.pow(2).sum(1)[:, None] + y.pow(2).sum(1)[None, :] - 2 * x @ y.T).clamp(min=0)
+    distance = (squared + DISTANCE_EPS).sqrt()
+    logits = (-a * distance + b).unflatten(0, (-1, j_i)).unflatten(2, (-1, j_c))  # (N_i, J, N_c, J)
     log_p = _log_mean_exp(F.logsigmoid(logits), (1, 3))
     log_not_p = _log_mean_exp(F.logsigmoid(-logits), (1, 3))
-    return -torch.where(match, log_p, log_not_p).mean()
+    return -torch.where(match, log_p, log_not_p)
 
 
-def kl_to_standard_normal(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """Mean over items of KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum(sigma^2 + mu^2 - 1 - 2 log sigma)."""
-    return 0.5 * ((2 * log_sigma).exp() + mu**2 - 1 - 2 * log_sigma).sum(dim=1).mean()
+def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor, samples: torch.Tensor, form: str) -> torch.Tensor:
+    """KL to N(0, I), summed over items and dimensions, in one of two forms.
 
-
-def uniformity_loss(points: torch.Tensor, t: float = 2.0) -> torch.Tensor:
-    """log of the mean over distinct pairs of exp(-t ||x - y||^2), x, y L2-normalised (Wang & Isola 2020).
-
-    The normalisation is part of the definition: on raw samples the loss has no
-    lower bound, and minimising it would inflate sigma without limit.
+    ``log-variance`` (the official code, criterions/probemb.py ``kl_divergence``):
+    -1/2 sum(1 + s - mean_z^2 - e^s) with s the log-sigma output read as a log
+    *variance* and mean_z the mean of the item's J samples, although sampling uses
+    e^s as sigma; its minimum is at sigma = 1. ``log-sigma``: the KL of the Gaussian
+    the samples come from, N(mu, e^(2s)): 1/2 sum(e^(2s) + mu^2 - 1 - 2s).
     """
-    squared = torch.pdist(F.normalize(points.flatten(0, -2), dim=-1)).pow(2)
+    if form == "log-variance":
+        return -0.5 * (1 + log_sigma - samples.mean(dim=1).pow(2) - log_sigma.exp()).sum()
+    if form == "log-sigma":
+        return 0.5 * ((2 * log_sigma).exp() + mu.pow(2) - 1 - 2 * log_sigma).sum()
+    raise ValueError(f"kl_form must be one of {KL_FORMS}, got {form!r}")
+
+
+def uniformity_loss(points: torch.Tensor, form: str, t: float = 2.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniformity of Wang & Isola (2020): log of the mean over distinct pairs of exp(-t ||x - y||^2).
+
+    ``raw-subsampled`` (the official code, criterions/probemb.py ``uniform_loss``): on
+    the raw samples; when there are more than 128 points, on 128 of them drawn with
+    replacement (a point drawn twice makes a pair at distance 0). On raw samples the
+    loss has no lower bound: spreading the samples (a larger sigma, a longer mu)
+    lowers it without limit. ``normalised``: on every point, L2-normalised first, as
+    Wang & Isola define it, bounded below.
+    """
+    flat = points.flatten(0, -2)
+    if form == "raw-subsampled":
+        if len(flat) > UNIFORMITY_MAX_POINTS:
+            drawn = torch.randint(len(flat), (UNIFORMITY_MAX_POINTS,), generator=generator)
+            flat = flat[drawn.to(flat.device)]
+    elif form == "normalised":
+        flat = F.normalize(flat, dim=-1)
+    else:
+        raise ValueError(f"uniformity_form must be one of {UNIFORMITY_FORMS}, got {form!r}")
+    squared = torch.pdist(flat).pow(2)
     return torch.logsumexp(-t * squared, dim=0) - math.log(squared.numel())
 
 
@@ -121,25 +190,42 @@ class PCME(nn.Module):
 
     def __init__(
         self,
-        image_dims: tuple[int, int],
-        text_dims: tuple[int, int],
+        image_dims: FeatureDims,
+        text_dims: FeatureDims,
         embed_dim: int,
         samples: int,
         init_scale: float,
         kl_weight: float,
         uniformity_weight: float,
         init_log_sigma: float | None = None,
+        kl_form: str = "log-variance",
+        uniformity_form: str = "raw-subsampled",
+        reduction: str = "sum",
     ):
         super().__init__()
-        self.image_head = EmbeddingHead(*image_dims, embed_dim)
-        self.caption_head = EmbeddingHead(*text_dims, embed_dim)
-        self.image_sigma = UncertaintyHead(*image_dims, embed_dim, init_log_sigma)
-        self.caption_sigma = UncertaintyHead(*text_dims, embed_dim, init_log_sigma)
+        for name, value, allowed in (
+            ("kl_form", kl_form, KL_FORMS),
+            ("uniformity_form", uniformity_form, UNIFORMITY_FORMS),
+            ("reduction", reduction, REDUCTIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        self.image_head = EmbeddingHead(image_dims, embed_dim)
+        self.caption_head = EmbeddingHead(text_dims, embed_dim)
+        self.image_sigma = UncertaintyHead(image_dims, embed_dim, init_log_sigma)
+        self.caption_sigma = TextUncertaintyHead(text_dims, embed_dim, init_log_sigma)
         self.a = nn.Parameter(torch.tensor(float(init_scale)))
         self.b = nn.Parameter(torch.tensor(float(init_scale)))
         self.samples = samples
         self.kl_weight = kl_weight
         self.uniformity_weight = uniformity_weight
+        self.kl_form = kl_form
+        self.uniformity_form = uniformity_form
+        self.reduction = reduction
+
+    def loss_parameters(self) -> list[nn.Parameter]:
+        """The loss's own parameters (the official criterion's shift and negative scale): not clipped."""
+        return [self.a, self.b]
 
     def _embed(self, head, sigma_head, global_feature, local, mask) -> dict:
         mu = head(global_feature, local, mask)[0][:, 0]
@@ -156,18 +242,25 @@ class PCME(nn.Module):
         return match_probability(images["samples"], captions["samples"], self.a, self.b)
 
     def loss(self, images: dict, captions: dict, match: torch.Tensor):
-        contrastive = soft_contrastive_loss(images["samples"], captions["samples"], match, self.a, self.b)
-        kl = kl_to_standard_normal(images["mu"], images["log_sigma"]) + kl_to_standard_normal(
-            captions["mu"], captions["log_sigma"]
+        nll = soft_contrastive_nll(images["samples"], captions["samples"], match, self.a, self.b)
+        contrastive = 2 * nll.sum()  # i2t and t2i: the same pairs, each direction summed (probemb.py ``forward``)
+        zero = torch.zeros((), device=nll.device)
+        kl = (
+            kl_divergence(images["mu"], images["log_sigma"], images["samples"], self.kl_form)
+            + kl_divergence(captions["mu"], captions["log_sigma"], captions["samples"], self.kl_form)
+            if self.kl_weight
+            else zero
         )
         uniformity = (
-            uniformity_loss(torch.cat([images["samples"], captions["samples"]]))
+            uniformity_loss(torch.cat([images["samples"], captions["samples"]]), self.uniformity_form)
             if self.uniformity_weight
-            else torch.zeros((), device=contrastive.device)
+            else zero
         )
         total = contrastive + self.kl_weight * kl + self.uniformity_weight * uniformity
+        if self.reduction == "mean":
+            total = total / (2 * nll.numel())
         stats = {
-            "contrastive": contrastive.detach(),
+            "nll_per_pair": nll.detach().mean(),
             "kl": kl.detach(),
             "uniformity": uniformity.detach(),
             "a": self.a.detach(),

@@ -4,6 +4,9 @@ Similarity is the best of the K x K cosines; the loss is the multiple-instance
 triplet loss with the hardest negative (margin 0.1), a diversity regulariser
 (weight 0.1) that keeps the K embeddings of one item apart, and an MMD term
 (weight 0.01) that pulls the image and text embedding distributions together.
+As in yalesong/pvse loss.py (``PVSELoss``, ``reduction='mean'``): the triplet term
+is a mean over anchors (VSE++ sums), and the diversity and MMD terms apply only
+when K > 1, so PVSE K=1 is the MIL triplet term alone.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.heads import EmbeddingHead
+from models.heads import EmbeddingHead, FeatureDims
 from models.vse import HardestNegativeSchedule, hinge_triplet_loss
 
 
@@ -48,8 +51,8 @@ class PVSE(nn.Module):
 
     def __init__(
         self,
-        image_dims: tuple[int, int],
-        text_dims: tuple[int, int],
+        image_dims: FeatureDims,
+        text_dims: FeatureDims,
         embed_dim: int,
         embeddings: int,
         margin: float,
@@ -58,8 +61,9 @@ class PVSE(nn.Module):
         warmup_epochs: int = 0,
     ):
         super().__init__()
-        self.image_head = EmbeddingHead(*image_dims, embed_dim, heads=embeddings)
-        self.caption_head = EmbeddingHead(*text_dims, embed_dim, heads=embeddings)
+        self.image_head = EmbeddingHead(image_dims, embed_dim, heads=embeddings)
+        self.caption_head = EmbeddingHead(text_dims, embed_dim, heads=embeddings)
+        self.embeddings = embeddings
         self.margin = margin
         self.hardest_negatives = HardestNegativeSchedule(True, warmup_epochs)
         self.diversity_weight = diversity_weight
@@ -80,8 +84,12 @@ class PVSE(nn.Module):
         self.hardest_negatives.epoch = epoch
 
     def loss(self, images: dict, captions: dict, match: torch.Tensor):
-        triplet = hinge_triplet_loss(self.similarity(images, captions), match, self.margin, self.hardest_negatives.active)
+        similarity = self.similarity(images, captions)
+        triplet = hinge_triplet_loss(similarity, match, self.margin, self.hardest_negatives.active, reduction="mean")
+        stats = {"triplet": triplet.detach()}
+        if self.embeddings == 1:  # one embedding: nothing to diversify, and PVSE adds no MMD either
+            return triplet, stats
         diversity = diversity_loss(images["residuals"]) + diversity_loss(captions["residuals"])
         mmd = mmd_loss(images["embeddings"].flatten(0, 1), captions["embeddings"].flatten(0, 1))
         total = triplet + self.diversity_weight * diversity + self.mmd_weight * mmd
-        return total, {"triplet": triplet.detach(), "diversity": diversity.detach(), "mmd": mmd.detach()}
+        return total, {**stats, "diversity": diversity.detach(), "mmd": mmd.detach()}

@@ -1,7 +1,8 @@
 """VSE0 and VSE++ (Faghri et al., BMVC 2018): one embedding per item, a hinge triplet loss.
 
 VSE0 sums the hinge over every in-batch negative; VSE++ keeps only the hardest
-negative of each anchor ("max violation"). Margin 0.2 in both.
+negative of each anchor ("max violation"). Margin 0.2 in both; both sum over the
+batch (fartashf/vsepp model.py, ``ContrastiveLoss``).
 """
 
 from __future__ import annotations
@@ -9,27 +10,35 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.heads import EmbeddingHead
+from models.heads import EmbeddingHead, FeatureDims
+
+REDUCTIONS = ("sum", "mean")
 
 
-def hinge_triplet_loss(similarity: torch.Tensor, match: torch.Tensor, margin: float, hardest: bool) -> torch.Tensor:
+def hinge_triplet_loss(
+    similarity: torch.Tensor, match: torch.Tensor, margin: float, hardest: bool, reduction: str = "sum"
+) -> torch.Tensor:
     """Bidirectional hinge triplet loss on an in-batch (images x captions) similarity matrix.
 
     Row p is the image of pair p, column q the caption of pair q; the anchors are
     the pairs (p, p). For image p the loss has [margin - s(p, p) + s(p, q)]_+ for
-    each caption q that does not match it, and for caption p [margin - s(p, p) +
-    s(q, p)]_+ for each image q that does not match it; summed over q, or only the
-    largest term when ``hardest``; summed over the batch as VSE++ does. Another
-    caption of the same image (``match`` True) is not a negative: the original
-    code counted it as one.
+    each caption q that does not match it (``match`` False), and for caption p
+    [margin - s(p, p) + s(q, p)]_+ for each image q that does not match it; the
+    matching entries count as 0. ``hardest`` keeps each anchor's largest term.
+    ``reduction`` over the batch, per direction: ``sum`` (VSE++, fartashf/vsepp
+    model.py) or ``mean`` (PVSE, yalesong/pvse loss.py ``reduction='mean'``: the
+    mean over anchors of the hardest terms, or over all N_i x N_c entries).
     """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     positive = similarity.diagonal()
     negative = ~match
     caption_cost = (margin - positive[:, None] + similarity).clamp(min=0) * negative
     image_cost = (margin - positive[None, :] + similarity).clamp(min=0) * negative
     if hardest:
-        return caption_cost.max(dim=1).values.sum() + image_cost.max(dim=0).values.sum()
-    return caption_cost.sum() + image_cost.sum()
+        caption_cost, image_cost = caption_cost.max(dim=1).values, image_cost.max(dim=0).values
+    reduce = torch.sum if reduction == "sum" else torch.mean
+    return reduce(caption_cost) + reduce(image_cost)
 
 
 class HardestNegativeSchedule:
@@ -57,8 +66,8 @@ class VSE(nn.Module):
 
     def __init__(
         self,
-        image_dims: tuple[int, int],
-        text_dims: tuple[int, int],
+        image_dims: FeatureDims,
+        text_dims: FeatureDims,
         embed_dim: int,
         margin: float,
         negatives: str,
@@ -67,8 +76,8 @@ class VSE(nn.Module):
         super().__init__()
         if negatives not in ("all", "hardest"):
             raise ValueError(f"negatives must be 'all' (VSE0) or 'hardest' (VSE++), got {negatives!r}")
-        self.image_head = EmbeddingHead(*image_dims, embed_dim)
-        self.caption_head = EmbeddingHead(*text_dims, embed_dim)
+        self.image_head = EmbeddingHead(image_dims, embed_dim)
+        self.caption_head = EmbeddingHead(text_dims, embed_dim)
         self.margin = margin
         self.hardest_negatives = HardestNegativeSchedule(negatives == "hardest", warmup_epochs)
 

@@ -53,7 +53,7 @@ RUN_FILES = ("metrics.csv", "per_query.parquet", "uncertainty.csv", "uncertainty
 # The tables this stage writes.
 KEYS = ["dataset", "method", "protocol", "scoring", "direction", "metric"]
 SUMMARY_COLUMNS = [*KEYS, "mean", "std", "n", "ci_low", "ci_high"]
-PAPER_COLUMNS = ["dataset", "method", "protocol", "direction", "metric", "value", "source"]
+PAPER_COLUMNS = ["dataset", "method", "protocol", "direction", "metric", "value", "recipe", "source"]
 RESULT_FILES = ("metrics.csv", "summary.csv", "uncertainty.csv", "uncertainty_summary.csv", "runs.csv", "paper.csv")
 
 # RSUM = R@1 + R@5 + R@10 of image-to-text plus the same of text-to-image (VSE++'s rsum).
@@ -158,12 +158,18 @@ def check_per_query_means(metrics: pd.DataFrame, per_query: pd.DataFrame, path: 
 
 
 def published_numbers(path: Path) -> pd.DataFrame:
-    """The published numbers file, each row with a numeric value in percent and a non-empty source."""
+    """The published numbers file, each row with a numeric value in percent, its recipe and a non-empty source.
+
+    ``recipe``: the code whose training recipe produced the number (naver-ai/pcme, whose recipe
+    config/paper.yaml follows, or e.g. yalesong/pvse: PVSE's own code and recipe, not a target
+    for this suite's shared-stack runs).
+    """
     frame = read_table(path, PAPER_COLUMNS)
     values = pd.to_numeric(frame["value"], errors="coerce")
-    bad = values.isna() | (values < 0) | (values > 100) | frame["source"].astype("string").fillna("").str.strip().eq("")
+    blank = {c: frame[c].astype("string").fillna("").str.strip().eq("") for c in ("recipe", "source")}
+    bad = values.isna() | (values < 0) | (values > 100) | blank["recipe"] | blank["source"]
     if bad.any():
-        raise AggregateError(f"{path}: row {int(bad.idxmax()) + 2} needs a value in [0, 100] and a source")
+        raise AggregateError(f"{path}: row {int(bad.idxmax()) + 2} needs a value in [0, 100], a recipe and a source")
     duplicated = frame.duplicated(["dataset", "method", "protocol", "direction", "metric"])
     if duplicated.any():
         raise AggregateError(f"{path}: row {int(duplicated.idxmax()) + 2} repeats the number of an earlier row")

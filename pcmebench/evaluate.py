@@ -17,23 +17,30 @@ metrics: the ``metrics`` package. Files written (atomically), values in percent:
 - ``per_query.parquet``: protocol, scoring, direction, query, metric, value: every
   per-query value behind metrics.csv (query = row of the query in the test split:
   image row for i2t, caption row for t2i); excluded queries have no row.
-- ``queries.parquet``: direction, query, u, true_matches: u = mean over dimensions
-  of log sigma (PCME; NaN otherwise), true_matches = the query's number of matches
-  in the complete synthetic ground truth (NaN on real data).
-- ``uncertainty.csv``: dataset, method, seed, protocol, scoring, direction, bin,
-  u_low, u_high, queries, metric, value: PCME's queries in 10 equal-count bins of u,
-  R@1 and PMRP (1K) or R-P (CUB, full) per bin, with scoring ``match-prob``, on
-  protocol 1K (COCO format) or CUB (CUB format), and full on synthetic data. The
-  metric column names the measure (R@1, R-P, PMRP); the protocol says on which positives.
-  Other methods: the header only.
+- ``queries.parquet``: direction, query, u, sum_sigma_sq, true_matches: u = mean over
+  dimensions of log sigma and sum_sigma_sq = sum over dimensions of sigma^2 (PCME; NaN
+  otherwise), true_matches = the query's number of matches in the complete synthetic
+  ground truth (NaN on real data).
+- ``uncertainty.csv``: dataset, method, seed, protocol, scoring, direction, uncertainty,
+  bin, u_low, u_high, queries, metric, value: PCME's queries in 10 equal-count bins of
+  one uncertainty statistic (``mean_log_sigma``: u; ``sum_sigma_sq``: the sum of sigma^2,
+  PCME++'s), with scoring ``match-prob``: R@1 and PMRP (1K) or R-P (CUB, full) per bin,
+  on protocol 1K (COCO format) or CUB (CUB format), and full on synthetic data, for both
+  statistics; and PCME++'s analysis, sum_sigma_sq bins of 5K R@1 (protocol 5K) and of
+  ECCV mAP@R and CxC R@1 (protocol ECCV, each over its own queries), where those
+  protocols run (real COCO). The metric column names the measure; the protocol says on
+  which positives. Other methods: the header only.
 - ``uncertainty_summary.csv``: dataset, method, seed, protocol, scoring, direction,
-  statistic, value on the same protocols: ``spearman_u_rank`` (u against the rank of
-  the first correct item), ``pearson_bin_r1`` (bin index against per-bin R@1, as
-  PCME++ reports), ``auroc_u`` (u predicting an R@1 failure), ``spearman_u_log_matches``
-  (synthetic: u against the log of the true number of matches; protocol full), all
-  PCME with match-prob; and ``auroc_margin`` (the negative top-1 minus top-2 score
-  margin predicting an R@1 failure) for every method with its own scoring (cosine,
-  max-cosine, match-prob). A statistic that is undefined (e.g. no failure) is logged, not written.
+  uncertainty, statistic, value on 1K / CUB / full, for each uncertainty statistic:
+  ``spearman_u_rank`` (the statistic against the rank of the first correct item),
+  ``pearson_bin_r1`` (bin index against per-bin R@1), ``auroc_u`` (the statistic
+  predicting an R@1 failure), ``spearman_u_log_matches`` (synthetic: the statistic
+  against the log of the true number of matches; protocol full, with its 95% bootstrap
+  interval over queries as ``spearman_u_log_matches_ci_low`` / ``_ci_high``), all PCME with
+  match-prob; and ``auroc_margin`` (uncertainty ``score_margin``: the negative top-1
+  minus top-2 score margin predicting an R@1 failure) for every method with its own
+  scoring (cosine, max-cosine, match-prob). A statistic that is undefined (e.g. no
+  failure) is logged, not written.
 
 Queries left out of a metric (no positive, no label) are counted in the log.
 """
@@ -61,13 +68,15 @@ from metrics import (
     retrieval_per_query,
     score_margin,
     spearman,
+    spearman_interval,
     uncertainty_bins,
 )
 from pcmebench.protocols import DIRECTIONS, PMRP_ZETAS, EvaluationSplit, RetrievalTask, protocol_tasks
 from pcmebench.runs import add_stage_arguments, parse_stage_arguments, resolve_device
-from pcmebench.scoring import Embeddings, load_embeddings, log_sigma_uncertainty, score_matrix, scorings_for
+from pcmebench.scoring import Embeddings, load_embeddings, score_matrix, scorings_for, uncertainty_statistics
 from pcmebench.tables import (
     METRICS_COLUMNS,
+    PCMEPP_PROTOCOLS,
     PER_QUERY_COLUMNS,
     QUERIES_COLUMNS,
     RUN_COLUMNS,
@@ -81,8 +90,12 @@ log = logging.getLogger("pcmebench.evaluate")
 RSUM_PROTOCOLS = ("1K", "5K")
 RSUM_PARTS = ("R@1", "R@5", "R@10")
 UNCERTAINTY_PROTOCOLS = ("1K", "CUB", "full")
+PCMEPP_STATISTIC = "sum_sigma_sq"
+UNCERTAINTY_STATISTICS = ("mean_log_sigma", "sum_sigma_sq")
+MARGIN = "score_margin"
 UNCERTAINTY_SCORING = "match-prob"
 N_BINS = 10
+SPEARMAN_REPLICATES = 1000  # bootstrap resamples of the queries for the interval of spearman_u_log_matches
 
 
 @dataclass
@@ -188,68 +201,100 @@ def _log_fold_means(per_query: pd.DataFrame, folds: pd.Series) -> None:
 
 @dataclass
 class _Analysis:
-    """Per-query arrays of one (protocol, direction) on one scoring, over every query row (NaN = not evaluated)."""
+    """Per-query arrays of one (protocol, direction, positives) on one scoring, over every query row (NaN = not evaluated).
+
+    ``binned``: the metrics reported per uncertainty bin, by the name the bins table gives
+    them; ``summary``: whether the summary statistics (correlations, AUROC) are computed.
+    """
 
     protocol: str
     direction: str
     values: dict[str, np.ndarray]
+    binned: dict[str, str]
     margin: np.ndarray
+    summary: bool
+    statistics: tuple[str, ...]
+
+
+def _binned_metrics(task: RetrievalTask) -> dict[str, str]:
+    """{per-query key: name in the bins table} of a task's uncertainty bins."""
+    if task.protocol in UNCERTAINTY_PROTOCOLS:
+        return {"R@1": "R@1", **({"PMRP": "PMRP"} if task.pmrp_labels is not None else {"R-P": "R-P"})}
+    if task.protocol == "ECCV":  # PCME++'s bins: ECCV Caption's mAP@R, CxC's R@1
+        return {"mAP@R": task.metrics["mAP@R"]} if "mAP@R" in task.metrics else {"R@1": task.metrics["R@1"]}
+    return {"R@1": "R@1"}
 
 
 def _analysis_arrays(
     tasks: list[RetrievalTask], results: list[dict], margins: list[np.ndarray], n_queries: dict
 ) -> list[_Analysis]:
-    out: dict[tuple[str, str], _Analysis] = {}
+    out: dict[tuple[str, str, str], _Analysis] = {}
     for task, values, margin in zip(tasks, results, margins):
-        key = (task.protocol, task.direction)
+        key = (task.protocol, task.direction, task.positives_source)  # the folds of 1K share one
         if key not in out:
             size = n_queries[task.direction]
-            out[key] = _Analysis(task.protocol, task.direction, {}, np.full(size, np.nan))
+            summary = task.protocol in UNCERTAINTY_PROTOCOLS
+            statistics = tuple(UNCERTAINTY_STATISTICS) if summary else (PCMEPP_STATISTIC,)
+            out[key] = _Analysis(
+                task.protocol, task.direction, {}, _binned_metrics(task), np.full(size, np.nan), summary, statistics
+            )
         analysis = out[key]
-        second = "PMRP" if task.pmrp_labels is not None else "R-P"
-        for name in ("R@1", second, "first_rank"):
+        for name in {"R@1", "first_rank", *analysis.binned}:
             analysis.values.setdefault(name, np.full(len(analysis.margin), np.nan))[task.queries] = values[name]
         analysis.margin[task.queries] = margin
     return list(out.values())
 
 
 def _uncertainty_tables(analyses: list[_Analysis], scoring: str, u: dict | None, true_matches: dict, synthetic: bool):
-    """Bins and summary statistics of one scoring: u-based ones where ``u`` is given, the margin baseline always."""
+    """Bins and summary statistics of one scoring: u-based ones where ``u`` is given, the margin baseline always.
+
+    ``u``: {statistic name: {direction: per-query values}}, e.g. mean_log_sigma and sum_sigma_sq.
+    """
     bins, summary = [], []
 
-    def statistic(protocol, direction, name, value):
+    def statistic(protocol, direction, uncertainty, name, value):
         if np.isnan(value):
             log.warning(
-                "%s %s %s %s: undefined (e.g. no failure or a constant input), not written", protocol, scoring, direction, name
-            )
+                "%s %s %s %s of %s: undefined (e.g. no failure or a constant input), not written",
+                protocol, scoring, direction, name, uncertainty,
+            )  # fmt: skip
         else:
-            summary.append({"protocol": protocol, "scoring": scoring, "direction": direction, "statistic": name, "value": value})
+            summary.append(
+                {"protocol": protocol, "scoring": scoring, "direction": direction, "uncertainty": uncertainty,
+                 "statistic": name, "value": value}
+            )  # fmt: skip
 
     for a in analyses:
         evaluated = ~np.isnan(a.values["R@1"])
         failure = np.where(evaluated, a.values["R@1"] == 0, np.nan)
-        if u is not None:
-            query_u = u[a.direction]
-            second = next(k for k in a.values if k not in ("R@1", "first_rank"))
-            if evaluated.sum() >= N_BINS:
-                table = uncertainty_bins(
-                    query_u[evaluated], {"R@1": a.values["R@1"][evaluated], second: a.values[second][evaluated]}, N_BINS
-                )
-                bins.append(table.assign(protocol=a.protocol, scoring=scoring, direction=a.direction))
+        for name in a.statistics if u is not None else ():
+            query_u = u[name][a.direction]
+            binned = {label: a.values[key] for key, label in a.binned.items()}
+            pearson_r1 = float("nan")
+            in_bins = evaluated & ~np.isnan(next(iter(binned.values())))
+            if in_bins.sum() >= N_BINS:
+                table = uncertainty_bins(query_u[in_bins], {k: v[in_bins] for k, v in binned.items()}, N_BINS)
+                bins.append(table.assign(protocol=a.protocol, scoring=scoring, direction=a.direction, uncertainty=name))
                 r1 = table[table["metric"] == "R@1"]
-                pearson_r1 = pearson(r1["bin"].to_numpy(), r1["value"].to_numpy())
+                if len(r1):
+                    pearson_r1 = pearson(r1["bin"].to_numpy(), r1["value"].to_numpy())
             else:
-                log.warning("%s %s: %d queries, fewer than %d bins; no bins", a.protocol, a.direction, evaluated.sum(), N_BINS)
-                pearson_r1 = float("nan")
-            statistic(a.protocol, a.direction, "spearman_u_rank", spearman(query_u, a.values["first_rank"]))
-            statistic(a.protocol, a.direction, "pearson_bin_r1", pearson_r1)
-            statistic(a.protocol, a.direction, "auroc_u", auroc(query_u, failure))
-        statistic(a.protocol, a.direction, "auroc_margin", auroc(-a.margin, failure))
+                log.warning("%s %s: %d queries, fewer than %d bins; no bins", a.protocol, a.direction, in_bins.sum(), N_BINS)
+            if a.summary:
+                statistic(a.protocol, a.direction, name, "spearman_u_rank", spearman(query_u, a.values["first_rank"]))
+                statistic(a.protocol, a.direction, name, "pearson_bin_r1", pearson_r1)
+                statistic(a.protocol, a.direction, name, "auroc_u", auroc(query_u, failure))
+        if a.summary:
+            statistic(a.protocol, a.direction, MARGIN, "auroc_margin", auroc(-a.margin, failure))
     if u is not None and synthetic:
-        for direction in DIRECTIONS:
-            matches = true_matches[direction]
-            log_matches = np.where(matches > 0, np.log(np.where(matches > 0, matches, 1)), np.nan)
-            statistic("full", direction, "spearman_u_log_matches", spearman(u[direction], log_matches))
+        for name in UNCERTAINTY_STATISTICS:
+            for direction in DIRECTIONS:
+                matches = true_matches[direction]
+                log_matches = np.where(matches > 0, np.log(np.where(matches > 0, matches, 1)), np.nan)
+                statistic("full", direction, name, "spearman_u_log_matches", spearman(u[name][direction], log_matches))
+                low, high = spearman_interval(u[name][direction], log_matches, SPEARMAN_REPLICATES)
+                statistic("full", direction, name, "spearman_u_log_matches_ci_low", low)
+                statistic("full", direction, name, "spearman_u_log_matches_ci_high", high)
     return bins, summary
 
 
@@ -277,7 +322,7 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
         ", ".join(sorted({t.protocol for t in tasks})), list(scorings), run_device,
     )  # fmt: skip
 
-    u = log_sigma_uncertainty(embeddings) if embeddings.is_probabilistic else None
+    u = uncertainty_statistics(embeddings) if embeddings.is_probabilistic else None
     true_matches = {d: np.full(n_queries[d], np.nan) for d in DIRECTIONS}
     for task in tasks:
         if task.protocol == "full":
@@ -309,7 +354,7 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
                     )
                 )
                 folds.append(np.full(int(defined.sum()), task.fold))
-            if number == 0 and task.protocol in UNCERTAINTY_PROTOCOLS:  # the method's own scoring
+            if number == 0 and task.protocol in UNCERTAINTY_PROTOCOLS + PCMEPP_PROTOCOLS:  # the method's own scoring
                 analysed_tasks.append(task)
                 results.append(values)
                 margins.append(score_margin(scores))
@@ -333,7 +378,8 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
                 {
                     "direction": d,
                     "query": np.arange(n_queries[d], dtype=np.int64),
-                    "u": u[d] if u is not None else np.full(n_queries[d], np.nan),
+                    "u": u["mean_log_sigma"][d] if u is not None else np.full(n_queries[d], np.nan),
+                    "sum_sigma_sq": u["sum_sigma_sq"][d] if u is not None else np.full(n_queries[d], np.nan),
                     "true_matches": true_matches[d],
                 }
             )

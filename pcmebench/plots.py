@@ -39,12 +39,15 @@ METHOD_LABELS = {"vse0": "VSE0", "vsepp": "VSE++", "pvse-k1": "PVSE K=1", "pvse-
 # and PCME's other scorings, shown beside it. The same as pcmebench.scoring.SCORINGS (a test
 # checks), which is not imported here: it loads torch, and the workflow imports this module.
 PRIMARY_SCORING = {"vse0": "cosine", "vsepp": "cosine", "pvse-k1": "max-cosine", "pvse-k2": "max-cosine", "pcme": "match-prob"}
-SECONDARY_SCORINGS = {"pcme": ("mu", "csd")}
+SECONDARY_SCORINGS = {"pcme": ("sample-dot", "mu", "csd")}
+SECONDARY_HATCHES = {"sample-dot": "\\\\", "mu": "//", "csd": ".."}
 # The protocol a dataset's headline numbers use: COCO's 1K folds, CUB's test classes. Synthetic
 # datasets also have "full", the complete ground truth.
 PRIMARY_PROTOCOL = {"coco": "1K", "cub": "CUB"}
 FULL_PROTOCOL = "full"
 DIRECTIONS = {"i2t": "image → text", "t2i": "text → image"}
+# The uncertainty statistic the σ plots use: u = mean log σ (uncertainty.csv also has PCME++'s Σσ²).
+PLOTTED_UNCERTAINTY = "mean_log_sigma"
 # i2t queries are images, t2i queries are captions: σ of a modality is the u of its queries.
 QUERY_MODALITY = {"i2t": "images", "t2i": "captions"}
 METHOD_COLORS = {"vse0": "#4c72b0", "vsepp": "#55a868", "pvse-k1": "#dd8452", "pvse-k2": "#c44e52", "pcme": "#8172b3"}
@@ -274,7 +277,7 @@ def plot_retrieval(summary: pd.DataFrame, dataset: str, methods: list[str]):
                 capsize=2,
                 color=METHOD_COLORS[method],
                 alpha=1.0 if primary else 0.55,
-                hatch=None if primary else ("//" if scoring == "mu" else ".."),
+                hatch=None if primary else SECONDARY_HATCHES.get(scoring, ".."),
                 edgecolor="white" if primary else METHOD_COLORS[method],
                 label=series_label(method, scoring, primary),
             )
@@ -297,7 +300,7 @@ def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[st
     """AUROC of the score margin (every method) and of PCME's σ (u) as predictors of an R@1 failure."""
     protocol = primary_protocol(dataset)
     table = uncertainty_summary
-    rows = table[(table["dataset"] == dataset) & (table["protocol"] == protocol)]
+    rows = table[(table["dataset"] == dataset) & (table["protocol"] == protocol) & (table["uncertainty"] != "sum_sigma_sq")]
     bars = [(m, "auroc_margin", f"{METHOD_LABELS[m]}\nmargin") for m in methods]
     if "pcme" in methods:
         bars.append(("pcme", "auroc_u", "PCME\nσ (u)"))
@@ -334,6 +337,7 @@ def plot_uncertainty_bins(uncertainty: pd.DataFrame, dataset: str):
         & (uncertainty["method"] == "pcme")
         & uncertainty["protocol"].isin(protocols)
         & (uncertainty["scoring"] == PRIMARY_SCORING["pcme"])
+        & (uncertainty["uncertainty"] == PLOTTED_UNCERTAINTY)
     ]
     figure = new_figure(10, 4.2)
     figure.suptitle(f"{dataset}: PCME retrieval per σ bin ({PRIMARY_SCORING['pcme']} scoring; thin lines: seeds)")
@@ -395,7 +399,8 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
     correlations = uncertainty_summary[
         (uncertainty_summary["dataset"] == dataset)
         & (uncertainty_summary["method"] == "pcme")
-        & (uncertainty_summary["statistic"] == "spearman_u_log_matches")
+        & uncertainty_summary["statistic"].str.startswith("spearman_u_log_matches")
+        & (uncertainty_summary["uncertainty"] == PLOTTED_UNCERTAINTY)
     ]
     for axes, (direction, modality) in zip(panels, QUERY_MODALITY.items(), strict=True):
         axes.set_title(f"{modality} ({direction} queries)")
@@ -420,11 +425,14 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
         centres = [np.exp(np.log(matches[group == g]).mean()) for g in np.unique(group)]
         medians = [np.median(u[group == g]) for g in np.unique(group)]
         axes.plot(centres, medians, "-o", color="black", markersize=4, label="median")
-        rho = correlations.loc[correlations["direction"] == direction, "value"]
+        here = correlations[correlations["direction"] == direction]
+        rho = here.loc[here["statistic"] == "spearman_u_log_matches", "value"]
         if len(rho):
-            axes.text(
-                0.02, 0.97, f"Spearman ρ(u, log matches) = {rho.mean():.3f}", transform=axes.transAxes, va="top", fontsize=9
-            )
+            text = f"Spearman ρ(u, log matches) = {rho.mean():.3f}"
+            low, high = (here.loc[here["statistic"] == f"spearman_u_log_matches{end}", "value"] for end in ("_ci_low", "_ci_high"))
+            if len(low) and len(high):
+                text += f"\n95% bootstrap interval [{low.mean():.3f}, {high.mean():.3f}]"
+            axes.text(0.02, 0.97, text, transform=axes.transAxes, va="top", fontsize=9)
         axes.set_xscale("log")
         axes.set_xlabel("true matches in the complete ground truth (log scale)")
         axes.set_ylabel("u = mean log σ")

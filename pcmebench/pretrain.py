@@ -118,7 +118,7 @@ def pretrain(dataset: str, settings: dict, output, threads: int | None = None) -
 
     torch.manual_seed(recipe["seed"])
     backbone = SmallCNN()
-    classifier = nn.Linear(backbone.global_dim, len(names))
+    classifier = nn.Linear(backbone.feature_dims.global_dim, len(names))
     parameters = list(backbone.parameters()) + list(classifier.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=recipe["lr"], weight_decay=1e-4)
     batch = recipe["batch_size"]

@@ -16,6 +16,7 @@ import argparse
 import base64
 import datetime
 import html
+import itertools
 import json
 import math
 import re
@@ -39,7 +40,7 @@ from pcmebench.plots import (
     series_label,
     uncertainty_protocols,
 )
-from pcmebench.tables import atomic_write
+from pcmebench.tables import PCMEPP_PROTOCOLS, atomic_write
 from pcmebench.tables import code_version as current_code_version
 
 URL = re.compile(r"https?://[^\s)\]>\"']+")
@@ -48,11 +49,21 @@ URL = re.compile(r"https?://[^\s)\]>\"']+")
 HEADLINE_METRICS = ("R@1", "R@5", "R@10", "R-P", "PMRP")
 EXTRA_PROTOCOL_METRICS = (("ECCV", "ECCV mAP@R"), ("full", "full mAP@R"))
 STATISTICS = {
-    "auroc_u": "AUROC of u (σ) predicting an R@1 failure",
+    "auroc_u": "AUROC of the row's σ statistic predicting an R@1 failure",
     "auroc_margin": "AUROC of the negative top-1 minus top-2 score margin predicting an R@1 failure",
-    "spearman_u_rank": "Spearman correlation of u with the rank of the first correct item",
+    "spearman_u_rank": "Spearman correlation of the σ statistic with the rank of the first correct item",
     "pearson_bin_r1": "Pearson correlation of σ-bin index with the bin's R@1",
-    "spearman_u_log_matches": "Spearman correlation of u with log(true number of matches), synthetic data only",
+    "spearman_u_log_matches": (
+        "Spearman correlation of the σ statistic with log(true number of matches), synthetic data only; "
+        "below it, its 95% bootstrap interval over queries (mean over seeds of each seed's bounds)"
+    ),
+}
+# Statistics with a bootstrap interval carry it in two more rows, <statistic>_ci_low and _ci_high.
+INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
+UNCERTAINTIES = {
+    "mean_log_sigma": "u, the mean over dimensions of log σ",
+    "sum_sigma_sq": "Σσ², the sum over dimensions of σ² (PCME++ bins by it)",
+    "score_margin": "the score margin (no σ)",
 }
 # Display order of the collapsed full table (results/README.md lists these names); others go last.
 PROTOCOL_ORDER = ("1K", "5K", "CUB", "ECCV", "full")
@@ -94,30 +105,44 @@ def published(value: float) -> str:
     return f"{value:.1f}" if round(value, 1) == value else f"{value:.2f}"
 
 
+# The recipe config/paper.yaml follows; published numbers from another recipe are labelled as such.
+SUITE_RECIPE = "naver-ai/pcme"
+
+
 class PaperNumbers:
-    """Published numbers by (dataset, method, protocol, direction, metric), with numbered sources."""
+    """Published numbers by (dataset, method, protocol, direction, metric), with numbered sources and their recipe."""
 
     def __init__(self, paper: pd.DataFrame):
-        self.values: dict[tuple, list[tuple[float, str]]] = {}
+        self.values: dict[tuple, list[tuple[float, str, str]]] = {}
         for row in paper.itertuples(index=False):
             key = (row.dataset, row.method, row.protocol, row.direction, row.metric)
-            self.values.setdefault(key, []).append((float(row.value), str(row.source)))
-        self.sources: list[str] = list(dict.fromkeys(source for entries in self.values.values() for _, source in entries))
+            self.values.setdefault(key, []).append((float(row.value), str(row.source), str(row.recipe)))
+        self.sources: list[str] = list(dict.fromkeys(source for entries in self.values.values() for _, source, _ in entries))
+        self.other_recipes = sorted({recipe for entries in self.values.values() for *_, recipe in entries} - {SUITE_RECIPE})
 
-    def get(self, key: tuple) -> list[tuple[float, str]]:
+    def get(self, key: tuple) -> list[tuple[float, str, str]]:
         return self.values.get(key, [])
 
     def html(self, key: tuple) -> str:
         return "".join(
-            f'<span class="paper" title="{esc(source)}">paper {published(value)} [{self.sources.index(source) + 1}]</span>'
-            for value, source in self.get(key)
+            f'<span class="paper" title="{esc(source)}">{self.label(recipe)} {published(value)} [{self.sources.index(source) + 1}]</span>'
+            for value, source, recipe in self.get(key)
         )
+
+    @staticmethod
+    def label(recipe: str) -> str:
+        return "paper" if recipe == SUITE_RECIPE else f"{esc(recipe)} recipe"
 
     def references(self) -> str:
         if not self.sources:
             return ""
         items = "".join(f"<li>{link_or_text(source)}</li>" for source in self.sources)
-        return f'<p class="note">Published numbers (in brown) come from:</p><ol class="note">{items}</ol>'
+        others = "".join(
+            f'<p class="note"><em>{esc(recipe)} recipe</em>: trained with {esc(recipe)}\'s own code and training recipe, '
+            f"not this suite's shared stack and {esc(SUITE_RECIPE)} recipe: a reference point, not a target for our runs.</p>"
+            for recipe in self.other_recipes
+        )
+        return f'<p class="note">Published numbers (in brown) come from:</p><ol class="note">{items}</ol>{others}'
 
 
 def link_or_text(text: str) -> str:
@@ -286,7 +311,10 @@ class Report:
             (
                 '<p class="note">Mean over seeds in percent; below it the 95% bootstrap confidence interval (queries '
                 "resampled, combined over seeds); in brown the published number where one exists. Bold: the highest mean "
-                "of a column (overlapping intervals mean the difference may not be real). Grey rows: PCME's other scorings.</p>"
+                "of a column (overlapping intervals mean the difference may not be real). Grey rows: PCME's other scorings. "
+                "PCME's own row ranks by match probability, the official COCO evaluation; PCME (sample-dot), the sum of "
+                "the J x J sample inner products, is the official CUB evaluation, the one the PCME paper's CUB table "
+                "used (evaluate_cub.py, eval_method matmul).</p>"
             ),
         ]
         for dataset in self.datasets:
@@ -303,54 +331,69 @@ class Report:
         rows = table[(table["dataset"] == dataset) & table["protocol"].isin(protocols) & table["method"].isin(self.methods)]
         if rows.empty:
             return f"<p>uncertainty_summary.csv has no {esc('/'.join(protocols))} rows for {esc(dataset)}.</p>"
+        intervals = rows[rows["statistic"].str.endswith(INTERVAL_SUFFIXES)]
+        rows = rows[~rows["statistic"].str.endswith(INTERVAL_SUFFIXES)]
+        bounds = intervals.groupby(["protocol", "method", "scoring", "uncertainty", "direction", "statistic"])["value"].mean()
         stats = [s for s in STATISTICS if s in set(rows["statistic"])] + sorted(set(rows["statistic"]) - set(STATISTICS))
         columns = [
             (d, s) for d in DIRECTIONS for s in stats if not rows[(rows["direction"] == d) & (rows["statistic"] == s)].empty
         ]
-        grouped = rows.groupby(["protocol", "method", "scoring", "direction", "statistic"])["value"].agg(["mean", "std", "count"])
+        grouped = rows.groupby(["protocol", "method", "scoring", "uncertainty", "direction", "statistic"])["value"].agg(
+            ["mean", "std", "count"]
+        )
         body, classes = [], []
         for protocol in protocols:
             here = rows[rows["protocol"] == protocol]
             for method, scoring, primary in method_series(self.methods, set(zip(here["method"], here["scoring"], strict=True))):
-                row = [esc(protocol), esc(series_label(method, scoring, primary)), esc(scoring)]
-                for direction, statistic in columns:
-                    key = (protocol, method, scoring, direction, statistic)
-                    if key not in grouped.index:
-                        row.append("—")
-                        continue
-                    mean, std, count = grouped.loc[key]
-                    spread = f'<span class="ci">± {number(std, 3)} (sd over {int(count)} seeds)</span>' if count > 1 else ""
-                    row.append(number(mean, 3) + spread)
-                body.append(row)
-                classes.append("" if primary else "secondary")
-        header = ["protocol", "method", "scoring"] + [f"{esc(DIRECTIONS[d])}<br>{esc(s)}" for d, s in columns]
+                mine = here[(here["method"] == method) & (here["scoring"] == scoring)]
+                for uncertainty in [u for u in UNCERTAINTIES if u in set(mine["uncertainty"])]:
+                    row = [esc(protocol), esc(series_label(method, scoring, primary)), esc(scoring), esc(uncertainty)]
+                    for direction, statistic in columns:
+                        key = (protocol, method, scoring, uncertainty, direction, statistic)
+                        if key not in grouped.index:
+                            row.append("—")
+                            continue
+                        mean, std, count = grouped.loc[key]
+                        spread = f'<span class="ci">± {number(std, 3)} (sd over {int(count)} seeds)</span>' if count > 1 else ""
+                        low, high = (bounds.get((*key[:-1], f"{statistic}{end}")) for end in INTERVAL_SUFFIXES)
+                        if low is not None and high is not None:
+                            spread += f'<span class="ci">[{number(low, 3)}, {number(high, 3)}]</span>'
+                        row.append(number(mean, 3) + spread)
+                    body.append(row)
+                    classes.append("" if primary else "secondary")
+        header = ["protocol", "method", "scoring", "σ statistic"] + [f"{esc(DIRECTIONS[d])}<br>{esc(s)}" for d, s in columns]
         legend = "".join(f"<li><code>{esc(s)}</code>: {esc(STATISTICS.get(s, s))}</li>" for s in stats)
-        return table_html(header, body, label_columns=3, row_classes=classes) + f'<ul class="note">{legend}</ul>'
+        legend += "".join(f"<li><code>{esc(u)}</code>: {esc(text)}</li>" for u, text in UNCERTAINTIES.items())
+        return table_html(header, body, label_columns=4, row_classes=classes) + f'<ul class="note">{legend}</ul>'
 
     def bins_table(self, dataset: str) -> str:
         """PCME's per-bin retrieval, mean over seeds, in a collapsed table beside the bin figure."""
         table = self.uncertainty
         rows = table[(table["dataset"] == dataset) & (table["method"] == "pcme") & (table["scoring"] == PRIMARY_SCORING["pcme"])]
         parts = []
-        for protocol in uncertainty_protocols(dataset):
+        protocols = uncertainty_protocols(dataset) + [p for p in PCMEPP_PROTOCOLS if p in set(rows["protocol"])]
+        for protocol, uncertainty in itertools.product(protocols, UNCERTAINTIES):
             for direction, label in DIRECTIONS.items():
-                here = rows[(rows["protocol"] == protocol) & (rows["direction"] == direction)]
-                if here.empty:
-                    continue
-                values = here.pivot_table(index="bin", columns="metric", values="value", aggfunc="mean")
-                values = values[sorted(values.columns, key=rank_in(METRIC_ORDER))]
-                edges = here.groupby("bin")[["u_low", "u_high", "queries"]].mean()
-                body = [
-                    [
-                        esc(b),
-                        f"{number(edges.at[b, 'u_low'], 3)} … {number(edges.at[b, 'u_high'], 3)}",
-                        number(edges.at[b, "queries"], 0),
+                here = rows[(rows["protocol"] == protocol) & (rows["direction"] == direction) & (rows["uncertainty"] == uncertainty)]
+                for metrics in ([[m] for m in sorted(set(here["metric"]))] if protocol == "ECCV" else [sorted(set(here["metric"]))]):
+                    mine = here[here["metric"].isin(metrics)]  # ECCV's and CxC's bins cover different queries
+                    if mine.empty:
+                        continue
+                    values = mine.pivot_table(index="bin", columns="metric", values="value", aggfunc="mean")
+                    values = values[sorted(values.columns, key=rank_in(METRIC_ORDER))]
+                    edges = mine.groupby("bin")[["u_low", "u_high", "queries"]].mean()
+                    body = [
+                        [
+                            esc(b),
+                            f"{number(edges.at[b, 'u_low'], 3)} … {number(edges.at[b, 'u_high'], 3)}",
+                            number(edges.at[b, "queries"], 0),
+                        ]
+                        + [number(values.at[b, m]) for m in values.columns]
+                        for b in values.index
                     ]
-                    + [number(values.at[b, m]) for m in values.columns]
-                    for b in values.index
-                ]
-                header = ["bin", "u range", "queries", *map(esc, values.columns)]
-                parts.append(f"<h4>{esc(protocol)} protocol, {esc(label)}</h4>" + table_html(header, body))
+                    header = ["bin", f"{esc(uncertainty)} range", "queries", *map(esc, values.columns)]
+                    title = f"{esc(protocol)} protocol, {esc(label)}, bins of {esc(uncertainty)}"
+                    parts.append(f"<h4>{title}</h4>" + table_html(header, body))
         if not parts:
             return ""
         return f"<details><summary>PCME per-bin values for {esc(dataset)} (bin 0 = most certain; mean over seeds)</summary>{''.join(parts)}</details>"
@@ -359,8 +402,9 @@ class Report:
         parts = [
             '<h2 id="uncertainty">Uncertainty</h2>',
             (
-                '<p class="note">Does a query\'s predicted uncertainty (u = mean log σ, PCME only) tell in advance that '
-                "retrieval will fail? Compared with the score margin (top-1 minus top-2), a signal every method has. "
+                '<p class="note">Does a query\'s predicted uncertainty (PCME only: u = mean log σ, and Σσ², the sum of σ² '
+                "that PCME++ bins by) tell in advance that retrieval will fail? Compared with the score margin (top-1 minus "
+                "top-2), a signal every method has. "
                 "AUROC 0.5 is chance. Mean over seeds at each dataset's primary protocol and, on synthetic data, on the "
                 "complete ground truth (<code>full</code>).</p>"
             ),

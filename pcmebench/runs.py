@@ -96,6 +96,6 @@ def model_for(settings: dict, prepared: PreparedDataset, pretrained: bool = True
         embed_dim=data["embed_dim"],
         image_encoder=data["image_encoder"],
         word_vectors=torch.from_numpy(prepared.word_vectors()),
-        freeze_words=prepared.meta["word_vectors_file"] is not None,
         pretrained=pretrained and data["training"]["pretrained"],
+        batch_positives=data["training"]["batch_positives"],
     )

@@ -10,12 +10,15 @@ Scorings, by method:
 
 - ``cosine`` (VSE0, VSE++): cosine of the two embeddings.
 - ``max-cosine`` (PVSE, Song & Soleymani 2019): the largest of the K x K cosines.
-- PCME (Chun et al. 2021) three ways: ``match-prob``, the match probability,
+- PCME (Chun et al. 2021) four ways: ``match-prob``, the match probability,
   mean over the J x J sample pairs of sigmoid(-a ||z_i - z_c|| + b) on the
-  stored samples with the learned a and b (``models.pcme.match_probability``);
-  ``mu``, the cosine of the means ("mu only" in the PCME paper); ``csd``, the
-  closed-form sampled distance of PCME++ (Chun, ICLR 2024)
-  ||mu_i - mu_c||^2 + sum sigma_i^2 + sum sigma_c^2, lower = closer, so its
+  stored samples with the learned a and b (``models.pcme.match_probability``;
+  the official COCO evaluation, evaluate_recall_coco.py); ``sample-dot``, the sum
+  of the J x J sample inner products, the official CUB evaluation and the one the
+  paper's CUB table used (evaluate_cub.py with ``eval_method: matmul`` of
+  config/cub/pcme_cub.yaml); ``mu``, the cosine of the means ("mu only" in the
+  PCME paper); ``csd``, the closed-form sampled distance of PCME++ (Chun, ICLR
+  2024) ||mu_i - mu_c||^2 + sum sigma_i^2 + sum sigma_c^2, lower = closer, so its
   negative is the score.
 
 The embeddings file is the one ``pcmebench.embed`` writes.
@@ -40,8 +43,9 @@ SCORINGS = {
     "vsepp": ("cosine",),
     "pvse-k1": ("max-cosine",),
     "pvse-k2": ("max-cosine",),
-    "pcme": ("match-prob", "mu", "csd"),
+    "pcme": ("match-prob", "sample-dot", "mu", "csd"),
 }
+GAUSSIAN_SCORINGS = ("match-prob", "sample-dot", "mu", "csd")
 PCME_KEYS = ("image_mu", "image_log_sigma", "image_samples", "caption_mu", "caption_log_sigma", "caption_samples", "a", "b")
 EMBEDDING_KEYS = ("image_embeddings", "caption_embeddings")
 ID_KEYS = ("image_ids", "caption_ids", "caption_image_index")
@@ -137,10 +141,19 @@ def csd_scores(image_mu, image_log_sigma, caption_mu, caption_log_sigma, block_b
     return out
 
 
+@torch.no_grad()
+def sample_dot_scores(image_samples, caption_samples) -> torch.Tensor:
+    """(N_i, J, D) and (N_c, J, D) samples -> (N_i, N_c) sum over the J x J sample pairs of z_i . z_c.
+
+    The sum of every sample pair's inner product is the inner product of the two sample sums.
+    """
+    return image_samples.sum(dim=1) @ caption_samples.sum(dim=1).T
+
+
 def score_matrix(embeddings: Embeddings, scoring: str, device: torch.device | str = "cpu") -> np.ndarray:
     """The (N_i, N_c) float32 score matrix of one scoring, computed on ``device``, returned on the CPU."""
     t = embeddings.tensors
-    needs_gaussians = scoring in ("match-prob", "mu", "csd")
+    needs_gaussians = scoring in GAUSSIAN_SCORINGS
     if needs_gaussians != embeddings.is_probabilistic:
         kind = "PCME (mu, log sigma, samples)" if embeddings.is_probabilistic else "point embeddings"
         raise ValueError(f"{embeddings.path}: scoring {scoring!r} does not apply to {kind}")
@@ -153,6 +166,8 @@ def score_matrix(embeddings: Embeddings, scoring: str, device: torch.device | st
         scores = max_cosine_scores(on["image_mu"][:, None], on["caption_mu"][:, None])
     elif scoring == "csd":
         scores = csd_scores(on["image_mu"], on["image_log_sigma"], on["caption_mu"], on["caption_log_sigma"])
+    elif scoring == "sample-dot":
+        scores = sample_dot_scores(on["image_samples"], on["caption_samples"])
     elif scoring == "match-prob":
         scores = match_probability(on["image_samples"], on["caption_samples"], on["a"].reshape(()), on["b"].reshape(()))
     else:
@@ -163,12 +178,16 @@ def score_matrix(embeddings: Embeddings, scoring: str, device: torch.device | st
     return scores
 
 
-def log_sigma_uncertainty(embeddings: Embeddings) -> dict[str, np.ndarray]:
-    """Per-query u = mean over dimensions of log sigma (log of sigma's geometric mean), by direction.
+def uncertainty_statistics(embeddings: Embeddings) -> dict[str, dict[str, np.ndarray]]:
+    """Per-query uncertainty statistics of PCME's embeddings, by name and direction.
 
-    i2t queries are images, t2i queries captions; PCME only.
+    ``mean_log_sigma`` (u): the mean over dimensions of log sigma, the log of sigma's
+    geometric mean; ``sum_sigma_sq``: the sum over dimensions of sigma^2, the trace of
+    the covariance, which PCME++ (Chun, ICLR 2024) bins by. i2t queries are images,
+    t2i queries captions.
     """
+    log_sigma = {"i2t": embeddings.tensors["image_log_sigma"].double(), "t2i": embeddings.tensors["caption_log_sigma"].double()}
     return {
-        "i2t": embeddings.tensors["image_log_sigma"].double().mean(1).numpy(),
-        "t2i": embeddings.tensors["caption_log_sigma"].double().mean(1).numpy(),
+        "mean_log_sigma": {d: v.mean(1).numpy() for d, v in log_sigma.items()},
+        "sum_sigma_sq": {d: (2 * v).exp().sum(1).numpy() for d, v in log_sigma.items()},
     }

@@ -16,9 +16,13 @@ from pathlib import Path
 RUN_COLUMNS = ["dataset", "method", "seed"]
 METRICS_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "metric", "value"]
 PER_QUERY_COLUMNS = ["protocol", "scoring", "direction", "query", "metric", "value"]
-QUERIES_COLUMNS = ["direction", "query", "u", "true_matches"]
-UNCERTAINTY_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "bin", "u_low", "u_high", "queries", "metric", "value"]
-UNCERTAINTY_SUMMARY_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "statistic", "value"]
+QUERIES_COLUMNS = ["direction", "query", "u", "sum_sigma_sq", "true_matches"]
+UNCERTAINTY_COLUMNS = [
+    *RUN_COLUMNS, "protocol", "scoring", "direction", "uncertainty", "bin", "u_low", "u_high", "queries", "metric", "value",
+]  # fmt: skip
+UNCERTAINTY_SUMMARY_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "uncertainty", "statistic", "value"]
+# PCME++'s uncertainty analysis (Chun, ICLR 2024): bins of the sum of sigma^2 on COCO 5K and ECCV Caption.
+PCMEPP_PROTOCOLS = ("5K", "ECCV")
 
 
 def _umask() -> int:

@@ -3,9 +3,12 @@
     python -m pcmebench.train --prepared work/prepared/synthetic-coco \
         --run-dir work/runs/synthetic-coco/pcme/seed0 --settings '<json>' [--threads N]
 
-Schedule (PCME paper): a phase with the image backbone frozen, then fine-tuning
-of everything, each phase with its own learning rate and a cosine decay per
-epoch; AdamW (the paper used AdamP); gradients clipped at norm 2. After every
+Schedule (PCME paper; naver-ai/pcme train_coco.py, train_cub.py, engine/trainer.py):
+a phase with the image backbone frozen, then fine-tuning of everything, each phase
+with its own learning rate, cosine-annealed per epoch over ``cosine_t_max`` epochs
+(the phase's length when null) and its own optimiser, built afresh when fine-tuning
+starts; AdamW (the paper used AdamP); the model's gradients clipped at norm 2, the
+loss's own parameters (PCME's a and b) not. After every
 epoch the run writes ``checkpoint.pt`` (atomically; loadable with
 ``torch.load(weights_only=True)``); the same command after a crash resumes from
 it, and on CPU ends with the same weights as an uninterrupted run, because each
@@ -36,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from corpora.batches import CaptionPairs, OnePerClassBatches, collate_pairs, image_transform
+from corpora.batches import CaptionNoise, CaptionPairs, OnePerClassBatches, collate_pairs, image_transform
 from corpora.prepared import PreparedDataset
 from pcmebench.runs import (
     add_stage_arguments,
@@ -62,7 +65,13 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def phase_of(epoch: int, training: dict) -> tuple[str, float, bool]:
-    """(phase name, learning rate, backbone frozen) for 0-based ``epoch``; cosine decay within a phase."""
+    """(phase name, learning rate, backbone frozen) for 0-based ``epoch``.
+
+    Within a phase the rate follows CosineAnnealingLR stepped once per epoch:
+    base * (1 + cos(pi * e / T)) / 2 at the phase's epoch e, T = ``cosine_t_max``
+    or the phase's length. PCME's CUB recipe anneals both phases over T = 50
+    (config/cub/pcme_cub.yaml), so its 10 frozen epochs end near 90% of the rate.
+    """
     frozen = training["frozen_epochs"]
     if epoch < frozen:
         name, base, position, length, is_frozen = "frozen", training["lr"], epoch, frozen, True
@@ -74,7 +83,13 @@ def phase_of(epoch: int, training: dict) -> tuple[str, float, bool]:
             training["finetune_epochs"],
             False,
         )
-    return name, base * 0.5 * (1 + math.cos(math.pi * position / length)), is_frozen
+    period = training["cosine_t_max"] or length
+    return name, base * 0.5 * (1 + math.cos(math.pi * position / period)), is_frozen
+
+
+def make_optimizer(model: torch.nn.Module, training: dict, lr: float) -> torch.optim.Optimizer:
+    """A fresh AdamW over every parameter (frozen ones get no gradient and no step)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=training["weight_decay"])
 
 
 def seed_epoch(seed: int, epoch: int) -> torch.Generator:
@@ -116,7 +131,7 @@ def train(
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
+    optimizer = make_optimizer(model, training, training["lr"])
     history: list[dict] = []
     start = 0
     checkpoint_path = run_dir / CHECKPOINT
@@ -134,8 +149,8 @@ def train(
     splits = [prepared.split(name) for name in prepared.meta["train_splits"]]
     pairs = CaptionPairs(
         splits,
-        image_transform(training["augment"], training["input_size"], train=True),
-        training["word_drop"],
+        image_transform(training["augment"], training["input_size"], train=True, random_erasing=training["random_erasing"]),
+        CaptionNoise(training["word_drop"], training["word_drop_mode"]),
         training["cache_images"],
     )
     log.info(
@@ -150,10 +165,13 @@ def train(
 
     for epoch in range(start, total_epochs):
         phase, lr, frozen = phase_of(epoch, training)
+        if epoch == training["frozen_epochs"] and epoch > 0:
+            # fine-tuning starts with a new optimiser (and schedule), as train_*.py build a new engine
+            optimizer = make_optimizer(model, training, lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        model.set_backbone_trainable(not frozen)
+        model.set_phase(frozen)
         model.set_epoch(epoch)
         loader = make_loader(pairs, training, seed_epoch(seed, epoch), device)
         sums: dict[str, float] = {}
@@ -173,7 +191,7 @@ def train(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), training["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(model.parameters_to_clip(), training["grad_clip"])
             optimizer.step()
             seen += len(image_ids)
             for key, value in {"loss": loss.detach(), **stats}.items():

@@ -51,17 +51,18 @@ def write_run(
     identity = {"dataset": dataset, "method": method, "seed": seed}
     uncertainty = pd.DataFrame(
         [
-            {**identity, "protocol": "1K", "scoring": "cosine", "direction": "i2t", "bin": b, "u_low": b, "u_high": b + 1,
-             "queries": 4, "metric": "R@1", "value": 50.0}
+            {**identity, "protocol": "1K", "scoring": "cosine", "direction": "i2t", "uncertainty": "mean_log_sigma", "bin": b,
+             "u_low": b, "u_high": b + 1, "queries": 4, "metric": "R@1", "value": 50.0}
             for b in range(10 if method == "pcme" else 0)
         ],
         columns=agg.UNCERTAINTY_COLUMNS,
     )  # fmt: skip
     uncertainty.to_csv(run / "uncertainty.csv", index=False)
     summary = pd.DataFrame(
-        [{**identity, "protocol": "1K", "scoring": "cosine", "direction": "i2t", "statistic": "auroc_margin", "value": 0.6}],
+        [{**identity, "protocol": "1K", "scoring": "cosine", "direction": "i2t", "uncertainty": "score_margin",
+          "statistic": "auroc_margin", "value": 0.6}],
         columns=agg.UNCERTAINTY_SUMMARY_COLUMNS,
-    )
+    )  # fmt: skip
     summary.to_csv(run / "uncertainty_summary.csv", index=False)
     record = {
         **identity, "epochs": 3, "device": "cpu", "wall_seconds": 12.5, "samples_per_second": 800.0, "parameters": 1234,
@@ -236,12 +237,15 @@ def test_published_numbers_are_the_verified_ones_with_sources():
     assert value[("coco", "pvse-k2", "1K", "i2t", "R@10")] == 96.64
     assert value[("coco", "pvse-k2", "5K", "t2i", "R@1")] == 32.42
     assert value[("coco", "pvse-k1", "5K", "i2t", "R@1")] == 41.72
+    assert value[("coco", "pvse-k1", "1K", "i2t", "R@1")] == 66.72  # since the commit that added --legacy
     assert paper["source"].str.contains(r"https://github\.com/(?:naver-ai/pcme|yalesong/pvse)/blob/[0-9a-f]{40}/README\.md").all()
+    # PVSE's numbers come from PVSE's own code and recipe, not from the recipe the shared stack follows
+    assert (paper["recipe"] == paper.index.get_level_values("method").map({"pcme": "naver-ai/pcme"}).fillna("yalesong/pvse")).all()
     assert set(paper.index.get_level_values("metric")) <= {"R@1", "R@5", "R@10", "PMRP", "ECCV mAP@R"}
 
 
 def test_bad_published_numbers_are_named(tmp_path):
     path = tmp_path / "published.csv"
-    path.write_text("dataset,method,protocol,direction,metric,value,source\ncoco,pcme,1K,i2t,R@1,68.8,\n")
-    with pytest.raises(agg.AggregateError, match=re.escape(f"{path}: row 2 needs a value in [0, 100] and a source")):
+    path.write_text("dataset,method,protocol,direction,metric,value,recipe,source\ncoco,pcme,1K,i2t,R@1,68.8,naver-ai/pcme,\n")
+    with pytest.raises(agg.AggregateError, match=re.escape(f"{path}: row 2 needs a value in [0, 100], a recipe and a source")):
         agg.published_numbers(path)

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def test_perfect_embeddings_score_100_and_the_tables_have_their_schemas(method, 
     assert list(result.queries.columns) == QUERIES_COLUMNS
     assert list(result.uncertainty.columns) == UNCERTAINTY_COLUMNS
     assert list(result.uncertainty_summary.columns) == UNCERTAINTY_SUMMARY_COLUMNS
-    assert set(metrics["scoring"]) == ({"match-prob", "mu", "csd"} if method == "pcme" else {PRIMARY[method]})
+    assert set(metrics["scoring"]) == ({"match-prob", "sample-dot", "mu", "csd"} if method == "pcme" else {PRIMARY[method]})
     # 10 test images: 1K is one fold of all of them; no 5K, no ECCV (synthetic); full from the generator
     assert set(metrics["protocol"]) == {"1K", "full"}
     expected_rows = (
@@ -177,7 +178,7 @@ def test_cub_protocol_and_csd_and_uncertainty(prepared_cub, tmp_path):
     result = evaluate_run(prepared_cub, path, settings, device="cpu")
     metrics = result.metrics.set_index(["protocol", "scoring", "direction", "metric"])["value"]
     assert set(result.metrics["protocol"]) == {"CUB", "full"}
-    for scoring in ("match-prob", "mu", "csd"):
+    for scoring in ("match-prob", "sample-dot", "mu", "csd"):
         for direction in ("i2t", "t2i"):
             for metric in ("R@1", "R@5", "R@10", "R-P", "mAP@R"):
                 assert metrics["CUB", scoring, direction, metric] == pytest.approx(100.0), (scoring, direction, metric)
@@ -212,9 +213,18 @@ def test_uncertainty_that_marks_the_failures_is_found(prepared, tmp_path):
     assert r1 == pytest.approx(100.0 * 40 / 50)
     bins = result.uncertainty
     t2i = bins[(bins["protocol"] == "1K") & (bins["direction"] == "t2i") & (bins["metric"] == "R@1")]
-    assert t2i["value"].tolist() == [100.0] * 8 + [0.0, 0.0]  # 50 captions: bins of 5
-    assert (t2i["queries"] == 5).all() and t2i["u_low"].iloc[8] == pytest.approx(-4.0) and t2i["u_high"].iloc[7] == -6.0
-    summary = result.uncertainty_summary.set_index(["protocol", "direction", "statistic"])["value"]
+    mean_log = t2i[t2i["uncertainty"] == "mean_log_sigma"]
+    assert mean_log["value"].tolist() == [100.0] * 8 + [0.0, 0.0]  # 50 captions: bins of 5
+    assert (mean_log["queries"] == 5).all() and mean_log["u_low"].iloc[8] == pytest.approx(-4.0)
+    assert mean_log["u_high"].iloc[7] == -6.0
+    # PCME++'s statistic, the sum of sigma^2, orders these queries alike: the same bins, in its own units
+    sum_sq = t2i[t2i["uncertainty"] == "sum_sigma_sq"]
+    assert sum_sq["value"].tolist() == mean_log["value"].tolist()
+    assert sum_sq["u_low"].iloc[8] == pytest.approx(DIM * math.exp(-8.0), rel=1e-5)
+    everything = result.uncertainty_summary.set_index(["protocol", "direction", "uncertainty", "statistic"])["value"]
+    assert everything["1K", "t2i", "sum_sigma_sq", "auroc_u"] == everything["1K", "t2i", "mean_log_sigma", "auroc_u"]
+    summary = result.uncertainty_summary[result.uncertainty_summary["uncertainty"] != "sum_sigma_sq"]
+    summary = summary.set_index(["protocol", "direction", "statistic"])["value"]
     assert summary["1K", "t2i", "auroc_u"] == 1.0
     assert summary["1K", "t2i", "pearson_bin_r1"] < -0.5
     assert summary["1K", "t2i", "spearman_u_rank"] > 0.5

@@ -38,14 +38,14 @@ from pcmebench.plots import (
 DATASETS = ("coco", "synthetic-cub")
 METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
 SEEDS = (0, 1)
-SCORINGS = {"pcme": ("match-prob", "mu", "csd")}
+SCORINGS = {"pcme": ("match-prob", "sample-dot", "mu", "csd")}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Published numbers the fake paper.csv carries (PCME README, COCO 1K) for the report's tests.
 PAPER_ROWS = [
-    ("coco", "pcme", "1K", "i2t", "R@1", 68.8, "PCME README (naver-ai/pcme), COCO 1K"),
-    ("coco", "pcme", "1K", "i2t", "PMRP", 45.0, "PCME README (naver-ai/pcme), COCO 1K"),
-    ("coco", "pvse-k2", "1K", "i2t", "R@1", 69.24, "https://github.com/yalesong/pvse"),
-    ("coco", "pvse-k2", "5K", "t2i", "R@10", 74.96, "https://github.com/yalesong/pvse"),
+    ("coco", "pcme", "1K", "i2t", "R@1", 68.8, "naver-ai/pcme", "PCME README (naver-ai/pcme), COCO 1K"),
+    ("coco", "pcme", "1K", "i2t", "PMRP", 45.0, "naver-ai/pcme", "PCME README (naver-ai/pcme), COCO 1K"),
+    ("coco", "pvse-k2", "1K", "i2t", "R@1", 69.24, "yalesong/pvse", "https://github.com/yalesong/pvse"),
+    ("coco", "pvse-k2", "5K", "t2i", "R@10", 74.96, "yalesong/pvse", "https://github.com/yalesong/pvse"),
 ]
 
 
@@ -93,7 +93,11 @@ def fake_queries(rng: np.random.Generator, dataset: str, method: str) -> pd.Data
         u = np.full(count, np.nan)
         if method == "pcme":
             u = -3 + 0.2 * np.log(matches) + rng.normal(0, 0.1, count) if synthetic else rng.normal(-3, 0.2, count)
-        frames.append(pd.DataFrame({"direction": direction, "query": np.arange(count), "u": u, "true_matches": matches}))
+        frames.append(
+            pd.DataFrame(
+                {"direction": direction, "query": np.arange(count), "u": u, "sum_sigma_sq": np.exp(2 * u), "true_matches": matches}
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -104,18 +108,21 @@ def fake_uncertainty(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
         protocols = ["1K" if "coco" in dataset else "CUB"] + (["full"] if dataset.startswith("synthetic") else [])
         for protocol in protocols:
             key = {"dataset": dataset, "method": method, "seed": seed, "protocol": protocol, "direction": direction}
-            statistics.append(
-                {**key, "scoring": PRIMARY_SCORING[method], "statistic": "auroc_margin", "value": rng.uniform(0.6, 0.7)}
-            )
+            margin = {"scoring": PRIMARY_SCORING[method], "uncertainty": "score_margin", "statistic": "auroc_margin"}
+            statistics.append({**key, **margin, "value": rng.uniform(0.6, 0.7)})
             if method != "pcme":
                 continue
-            for statistic in ("auroc_u", "spearman_u_rank", "pearson_bin_r1"):
-                statistics.append({**key, "scoring": "match-prob", "statistic": statistic, "value": rng.uniform(0.5, 0.8)})
-            for b, (metric, top) in itertools.product(range(10), (("R@1", 80), ("PMRP", 50))):
-                bounds = {"u_low": -3.5 + 0.1 * b, "u_high": -3.4 + 0.1 * b, "queries": 30}
-                bins.append({**key, "scoring": "match-prob", "bin": b, **bounds, "metric": metric, "value": top - 3 * b})
-            if protocol == "full":
-                statistics.append({**key, "scoring": "match-prob", "statistic": "spearman_u_log_matches", "value": 0.6})
+            for uncertainty in ("mean_log_sigma", "sum_sigma_sq"):
+                pcme = {**key, "scoring": "match-prob", "uncertainty": uncertainty}
+                for statistic in ("auroc_u", "spearman_u_rank", "pearson_bin_r1"):
+                    statistics.append({**pcme, "statistic": statistic, "value": rng.uniform(0.5, 0.8)})
+                for b, (metric, top) in itertools.product(range(10), (("R@1", 80), ("PMRP", 50))):
+                    bounds = {"u_low": -3.5 + 0.1 * b, "u_high": -3.4 + 0.1 * b, "queries": 30}
+                    bins.append({**pcme, "bin": b, **bounds, "metric": metric, "value": top - 3 * b})
+                if protocol == "full":
+                    statistics.append({**pcme, "statistic": "spearman_u_log_matches", "value": 0.6})
+                    statistics.append({**pcme, "statistic": "spearman_u_log_matches_ci_low", "value": 0.55})
+                    statistics.append({**pcme, "statistic": "spearman_u_log_matches_ci_high", "value": 0.65})
     return pd.DataFrame(bins, columns=UNCERTAINTY_COLUMNS), pd.DataFrame(statistics, columns=UNCERTAINTY_SUMMARY_COLUMNS)
 
 

@@ -114,9 +114,11 @@ def test_headline_table_has_our_interval_and_the_published_number(page, inputs):
     assert f"{pcme['mean']:.1f}" in row
     assert f"[{pcme['ci_low']:.1f}, {pcme['ci_high']:.1f}]" in row
     assert "paper 68.8 [" in row and "paper 45.0 [" in row  # PCME README: COCO 1K i2t R@1, PMRP
-    assert "paper 69.24 [" in table_row(headline, "PVSE K=2")
+    assert "yalesong/pvse recipe 69.24 [" in table_row(headline, "PVSE K=2")  # PVSE's own recipe: not a target
     assert "paper 68.8" not in table_row(headline, "PCME (mu)")  # published numbers belong to the method's own scoring
-    assert "paper 74.96" in headline  # a 5K number, in the collapsed table of every row
+    assert "recipe 74.96" in headline  # a 5K number, in the collapsed table of every row
+    assert "<em>yalesong/pvse recipe</em>: trained with" in page and "not a target for our runs" in page
+    assert "the one the PCME paper's CUB table used" in page  # which PCME scoring the published CUB numbers rank by
     assert "naver-ai/pcme" in headline and '<a href="https://github.com/yalesong/pvse">' in page
     for method in METHODS:
         assert "[" in table_row(headline, METHOD_LABELS[method])  # every configured method has a row with an interval
@@ -128,6 +130,8 @@ def test_uncertainty_section_reports_sigma_and_margin(page):
     synthetic = section(page, "uncertainty-synthetic-cub")
     assert "spearman_u_log_matches</th>" in synthetic.replace("<br>", "")
     assert "0.600" in table_row(synthetic, "full", "PCME")  # the fake spearman_u_log_matches, on the complete ground truth
+    assert "[0.550, 0.650]" in table_row(synthetic, "full", "PCME")  # and its bootstrap interval
+    assert "spearman_u_log_matches_ci_low" not in synthetic  # the interval is not a column of its own
     assert "0.600" not in table_row(synthetic, "CUB", "PCME")
     assert "—" in table_row(synthetic, "CUB", "VSE0")  # no σ statistics for a deterministic method
     assert "± " in table_row(synthetic, "CUB", "VSE0")  # two seeds: the spread of the margin's AUROC is shown

@@ -9,7 +9,15 @@ import torch
 from safetensors.torch import save_file
 
 from models.pcme import match_probability
-from pcmebench.scoring import Embeddings, csd_scores, load_embeddings, max_cosine_scores, score_matrix, scorings_for
+from pcmebench.scoring import (
+    Embeddings,
+    csd_scores,
+    load_embeddings,
+    max_cosine_scores,
+    sample_dot_scores,
+    score_matrix,
+    scorings_for,
+)
 
 
 def reference_match_probability(images, captions, a, b):
@@ -66,6 +74,16 @@ def test_csd_is_the_expected_squared_sample_distance_and_ranks_by_it():
     assert -((z_i - z_c) ** 2).sum(1).mean().item() == pytest.approx(scores[1, 2].item(), rel=0.01)
 
 
+def test_sample_dot_sums_every_sample_pairs_inner_product():
+    """The official CUB scoring (evaluate_cub.py, eval_method matmul): the sum over J x J of z_i . z_c."""
+    generator = torch.Generator().manual_seed(2)
+    images, captions = torch.randn(3, 4, 5, generator=generator), torch.randn(6, 4, 5, generator=generator)
+    expected = torch.tensor(
+        [[sum(float(images[i, s] @ captions[c, t]) for s in range(4) for t in range(4)) for c in range(6)] for i in range(3)]
+    )
+    torch.testing.assert_close(sample_dot_scores(images, captions), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_max_cosine_is_the_best_of_k_by_k_and_normalises():
     generator = torch.Generator().manual_seed(1)
     images, captions = torch.randn(6, 2, 5, generator=generator) * 3, torch.randn(9, 2, 5, generator=generator)
@@ -107,7 +125,7 @@ def embeddings(method: str, n_images=4, n_captions=8, dim=6) -> Embeddings:
 
 def test_each_method_gets_its_scorings_and_each_matrix_is_images_by_captions():
     assert scorings_for("vse0") == ("cosine",) and scorings_for("pvse-k2") == ("max-cosine",)
-    assert scorings_for("pcme") == ("match-prob", "mu", "csd")
+    assert scorings_for("pcme") == ("match-prob", "sample-dot", "mu", "csd")
     with pytest.raises(ValueError, match="unknown method"):
         scorings_for("clip")
     for method in ("vse0", "pvse-k2", "pcme"):

@@ -2,18 +2,21 @@
 
 import copy
 import json
+import math
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
-from corpora.batches import CaptionPairs, collate_pairs, image_transform
+import pcmebench.train as train_module
+from corpora.batches import CaptionNoise, CaptionPairs, collate_pairs, image_transform, unk_then_delete
 from corpora.prepared import PreparedDataset
+from corpora.text import SPECIAL_TOKENS, UNK
 from models import CrossModalModel
 from pcmebench.embed import export
 from pcmebench.runs import merge_config, model_for
-from pcmebench.train import CHECKPOINT, NonFiniteLossError, train
+from pcmebench.train import CHECKPOINT, NonFiniteLossError, phase_of, train
 from tests.conftest import REPO
 
 METHODS = ["vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme"]
@@ -43,15 +46,20 @@ def one_batch(prepared_dir, size=8):
 @pytest.mark.parametrize("method", METHODS)
 def test_gradients_reach_every_trainable_parameter_and_no_frozen_one(method, prepared):
     torch.manual_seed(0)
-    model = model_for(tiny_settings(method), PreparedDataset(prepared))
-    model.text_encoder.words.weight.requires_grad_(False)  # as with GloVe vectors
-    model.set_backbone_trainable(False)  # as in the frozen phase
+    settings = tiny_settings(method)
+    settings["method_settings"] = {**settings["method_settings"], "word_vectors_training": "finetune"}  # PCME's GloVe
+    model = model_for(settings, PreparedDataset(prepared))
+    model.set_phase(frozen=True)  # backbone and word vectors frozen
     loss, _ = model(*one_batch(prepared))
     loss.backward()
     frozen = {id(p) for p in model.image_encoder.parameters()} | {id(model.text_encoder.words.weight)}
     for name, parameter in model.named_parameters():
         if id(parameter) in frozen:
             assert parameter.grad is None, f"frozen {name} got a gradient"
+        elif name.endswith("gru.weight_hh_l0_reverse"):
+            # the backward GRU output at the last word has seen that word alone (PVSE --legacy,
+            # PCME): its state-to-state weights act on the zero initial state only
+            assert parameter.grad is not None and not parameter.grad.any(), name
         else:
             assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
             assert parameter.grad.abs().sum() > 0, f"{name} got a zero gradient"
@@ -166,3 +174,75 @@ def test_merge_config_merges_nested_mappings_and_leaves_its_inputs():
     update = {"a": {"c": {"d": 3}, "f": 4}, "e": [2]}
     assert merge_config(base, update) == {"a": {"b": 1, "c": {"d": 3}, "f": 4}, "e": [2]}
     assert base == {"a": {"b": 1, "c": {"d": 2}}, "e": [1]} and update == {"a": {"c": {"d": 3}, "f": 4}, "e": [2]}
+
+
+def test_cub_schedule_anneals_both_phases_over_t_max_50():
+    """PCME's CUB recipe (config/cub/pcme_cub.yaml): T_max 50 over a 10-epoch frozen phase and the 50 fine-tuning epochs."""
+    training = CONFIG["dataset_settings"]["cub"]["training"]
+    lrs = [phase_of(epoch, training)[1] for epoch in range(60)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi * 9 / 50)))
+    assert lrs[9] > 0.9e-4  # the frozen phase ends near 90% of its rate
+    assert lrs[10] == pytest.approx(1e-4) and lrs[59] == pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi * 49 / 50)))
+    coco = CONFIG["dataset_settings"]["coco"]["training"]
+    assert phase_of(29, coco)[1] == pytest.approx(2e-4 * 0.5 * (1 + math.cos(math.pi * 29 / 30)))
+    assert phase_of(30, coco) == ("finetune", pytest.approx(2e-5), False)
+
+
+def test_fine_tuning_starts_with_a_fresh_optimiser(prepared, tmp_path, monkeypatch):
+    built = []
+    original = train_module.make_optimizer
+
+    def recording(model, training, lr):
+        built.append(lr)
+        return original(model, training, lr)
+
+    monkeypatch.setattr(train_module, "make_optimizer", recording)
+    settings = tiny_settings("vse0", epochs=1)
+    settings["dataset_settings"]["training"].update(frozen_epochs=1, lr=1e-3, finetune_lr=1e-4)
+    train(prepared, tmp_path, settings, threads=1)
+    assert built == [1e-3, 1e-4]  # the run's optimiser, then a new one for fine-tuning
+
+
+def test_clipping_leaves_out_the_loss_parameters(prepared):
+    model = model_for(tiny_settings("pcme"), PreparedDataset(prepared))
+    clipped = {id(p) for p in model.parameters_to_clip()}
+    assert id(model.method.a) not in clipped and id(model.method.b) not in clipped
+    assert len(clipped) == len(list(model.parameters())) - 2
+    vse = model_for(tiny_settings("vse0"), PreparedDataset(prepared))
+    assert len(vse.parameters_to_clip()) == len(list(vse.parameters()))
+
+
+@pytest.mark.parametrize("when, frozen_phase, finetune_phase", [("never", False, False), ("finetune", False, True), ("always", True, True)])
+def test_word_vectors_learn_when_the_method_says(when, frozen_phase, finetune_phase, prepared):
+    settings = tiny_settings("pvse-k1")
+    settings["method_settings"] = {**settings["method_settings"], "word_vectors_training": when}
+    model = model_for(settings, PreparedDataset(prepared))
+    model.set_phase(frozen=True)
+    assert model.text_encoder.words.weight.requires_grad == frozen_phase
+    assert not any(p.requires_grad for p in model.image_encoder.parameters())
+    model.set_phase(frozen=False)
+    assert model.text_encoder.words.weight.requires_grad == finetune_phase
+    assert all(p.requires_grad for p in model.image_encoder.parameters())
+
+
+def test_pcme_caption_noise_replaces_then_deletes():
+    """datasets/_transforms.py of naver-ai/pcme: each word -> <unk> with p, then floor(p * words) words deleted."""
+    unk = SPECIAL_TOKENS.index(UNK)
+    tokens = [2, *range(10, 40), 3]  # <start>, 30 words, <end>
+    torch.manual_seed(0)
+    noisy = [unk_then_delete(tokens, 0.1) for _ in range(2000)]
+    assert all(n[0] == 2 and n[-1] == 3 and len(n) == 2 + 30 - 3 for n in noisy)
+    unk_rate = sum(n.count(unk) for n in noisy) / (2000 * 27)
+    assert unk_rate == pytest.approx(0.1, abs=0.01)
+    assert unk_then_delete([2, 10, 11, 3], 0.1)[1:-1] in ([10, 11], [unk, 11], [10, unk], [unk, unk])  # short: none deleted
+    with pytest.raises(ValueError, match="unknown caption noise"):
+        CaptionNoise(0.1, "shuffle")
+
+
+def test_random_erasing_only_in_training():
+    image = torch.full((3, 40, 40), 200, dtype=torch.uint8)
+    torch.manual_seed(0)
+    erased = [(image_transform("none", 32, train=True, random_erasing=1.0)(image) == 0).all(0).sum().item() for _ in range(50)]
+    assert all(e >= 16 for e in erased)  # one rectangle of 2% to 1/3 of the image, zero after normalising
+    assert all(e <= 32 * 32 / 3 + 32 for e in erased)
+    assert not (image_transform("none", 32, train=False, random_erasing=1.0)(image) == 0).all(0).any()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from metrics import auroc, pearson, spearman, uncertainty_bins
+from metrics import auroc, pearson, spearman, spearman_interval, uncertainty_bins
 
 # --- uncertainty_bins ----------------------------------------------------------------------------
 
@@ -108,6 +108,19 @@ def test_undefined_correlations_are_nan():
     assert np.isnan(pearson(np.ones(5), np.arange(5.0)))
     assert np.isnan(spearman(np.arange(5.0), np.full(5, 2.0)))
     assert np.isnan(spearman(np.array([1.0, np.nan]), np.array([1.0, 2.0])))  # one pair left
+
+
+def test_spearman_interval_is_the_percentile_bootstrap_over_pairs():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=300)
+    y = 0.5 * x + rng.normal(size=300)
+    low, high = spearman_interval(x, y, replicates=400, seed=9)
+    draws = np.random.default_rng(9).integers(0, 300, (400, 300))
+    reference = np.percentile([stats.spearmanr(x[i], y[i]).statistic for i in draws], [2.5, 97.5])
+    assert (low, high) == pytest.approx(tuple(reference))
+    assert low < spearman(x, y) < high
+    assert spearman_interval(x, y, replicates=400, seed=9) == (low, high)  # seeded
+    assert all(np.isnan(spearman_interval([1.0], [2.0])))
 
 
 def test_correlation_bad_input():

@@ -27,7 +27,7 @@ SCORINGS = {
     "vsepp": ["cosine"],
     "pvse-k1": ["max-cosine"],
     "pvse-k2": ["max-cosine"],
-    "pcme": ["match-prob", "mu", "csd"],
+    "pcme": ["match-prob", "sample-dot", "mu", "csd"],
 }
 RECALLS = ["R@1", "R@5", "R@10"]
 FULL = ["full R@1", "full R-P", "full mAP@R"]
