@@ -429,7 +429,9 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
         rho = here.loc[here["statistic"] == "spearman_u_log_matches", "value"]
         if len(rho):
             text = f"Spearman ρ(u, log matches) = {rho.mean():.3f}"
-            low, high = (here.loc[here["statistic"] == f"spearman_u_log_matches{end}", "value"] for end in ("_ci_low", "_ci_high"))
+            low, high = (
+                here.loc[here["statistic"] == f"spearman_u_log_matches{end}", "value"] for end in ("_ci_low", "_ci_high")
+            )
             if len(low) and len(high):
                 text += f"\n95% bootstrap interval [{low.mean():.3f}, {high.mean():.3f}]"
             axes.text(0.02, 0.97, text, transform=axes.transAxes, va="top", fontsize=9)

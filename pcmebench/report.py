@@ -374,8 +374,12 @@ class Report:
         protocols = uncertainty_protocols(dataset) + [p for p in PCMEPP_PROTOCOLS if p in set(rows["protocol"])]
         for protocol, uncertainty in itertools.product(protocols, UNCERTAINTIES):
             for direction, label in DIRECTIONS.items():
-                here = rows[(rows["protocol"] == protocol) & (rows["direction"] == direction) & (rows["uncertainty"] == uncertainty)]
-                for metrics in ([[m] for m in sorted(set(here["metric"]))] if protocol == "ECCV" else [sorted(set(here["metric"]))]):
+                here = rows[
+                    (rows["protocol"] == protocol) & (rows["direction"] == direction) & (rows["uncertainty"] == uncertainty)
+                ]
+                for metrics in (
+                    [[m] for m in sorted(set(here["metric"]))] if protocol == "ECCV" else [sorted(set(here["metric"]))]
+                ):
                     mine = here[here["metric"].isin(metrics)]  # ECCV's and CxC's bins cover different queries
                     if mine.empty:
                         continue

@@ -240,7 +240,9 @@ def test_published_numbers_are_the_verified_ones_with_sources():
     assert value[("coco", "pvse-k1", "1K", "i2t", "R@1")] == 66.72  # since the commit that added --legacy
     assert paper["source"].str.contains(r"https://github\.com/(?:naver-ai/pcme|yalesong/pvse)/blob/[0-9a-f]{40}/README\.md").all()
     # PVSE's numbers come from PVSE's own code and recipe, not from the recipe the shared stack follows
-    assert (paper["recipe"] == paper.index.get_level_values("method").map({"pcme": "naver-ai/pcme"}).fillna("yalesong/pvse")).all()
+    assert (
+        paper["recipe"] == paper.index.get_level_values("method").map({"pcme": "naver-ai/pcme"}).fillna("yalesong/pvse")
+    ).all()
     assert set(paper.index.get_level_values("metric")) <= {"R@1", "R@5", "R@10", "PMRP", "ECCV mAP@R"}
 
 

@@ -249,7 +249,9 @@ def test_pvse_objective_is_the_official_mean_reduced_one(k):
         {"embeddings": captions, "residuals": caption_residuals},
         torch.eye(n, dtype=torch.bool),
     )
-    reference = official_pvse_loss(images.double(), captions.double(), image_residuals.double(), caption_residuals.double(), 0.1, 0.1, 0.01)
+    reference = official_pvse_loss(
+        images.double(), captions.double(), image_residuals.double(), caption_residuals.double(), 0.1, 0.1, 0.01
+    )
     assert ours.item() == pytest.approx(reference, rel=1e-5)
     assert ("diversity" in stats) == (k > 1) and ("mmd" in stats) == (k > 1)
 
@@ -296,7 +298,9 @@ def test_vse0_sums_every_violation():
 def test_vsepp_keeps_the_hardest_violation():
     # rows: max .3, .3, 0 ; columns: max .1, .5, 0
     assert hinge_triplet_loss(SIM, torch.eye(3, dtype=torch.bool), 0.2, hardest=True).item() == pytest.approx(1.2)
-    assert hinge_triplet_loss(SIM, torch.eye(3, dtype=torch.bool), 0.2, hardest=True, reduction="mean").item() == pytest.approx(0.4)
+    assert hinge_triplet_loss(SIM, torch.eye(3, dtype=torch.bool), 0.2, hardest=True, reduction="mean").item() == pytest.approx(
+        0.4
+    )
 
 
 def test_another_caption_of_the_same_image_is_not_a_negative_when_it_matches():

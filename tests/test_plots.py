@@ -95,7 +95,13 @@ def fake_queries(rng: np.random.Generator, dataset: str, method: str) -> pd.Data
             u = -3 + 0.2 * np.log(matches) + rng.normal(0, 0.1, count) if synthetic else rng.normal(-3, 0.2, count)
         frames.append(
             pd.DataFrame(
-                {"direction": direction, "query": np.arange(count), "u": u, "sum_sigma_sq": np.exp(2 * u), "true_matches": matches}
+                {
+                    "direction": direction,
+                    "query": np.arange(count),
+                    "u": u,
+                    "sum_sigma_sq": np.exp(2 * u),
+                    "true_matches": matches,
+                }
             )
         )
     return pd.concat(frames, ignore_index=True)

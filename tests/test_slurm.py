@@ -235,9 +235,10 @@ def cancel_after_first_checkpoint(cluster, root: Path, process: subprocess.Popen
     comment = f"rule_train_wildcards_{KILLED['dataset']}_{KILLED['method']}_{KILLED['seed']}"  # the plugin's --comment
     deadline = time.monotonic() + timeout
     while not checkpoint.exists():
-        assert process.poll() is None, "the workflow ended before the training to cancel wrote its first checkpoint:\n" + (
-            root / "snakemake.out"
-        ).read_text()[-4000:]
+        assert process.poll() is None, (
+            "the workflow ended before the training to cancel wrote its first checkpoint:\n"
+            + (root / "snakemake.out").read_text()[-4000:]
+        )
         assert time.monotonic() < deadline, "no checkpoint of the training to cancel in time"
         time.sleep(0.2)
     queue = cluster.run("squeue", "--noheader", "--format=%i|%k").stdout

@@ -212,7 +212,9 @@ def test_clipping_leaves_out_the_loss_parameters(prepared):
     assert len(vse.parameters_to_clip()) == len(list(vse.parameters()))
 
 
-@pytest.mark.parametrize("when, frozen_phase, finetune_phase", [("never", False, False), ("finetune", False, True), ("always", True, True)])
+@pytest.mark.parametrize(
+    "when, frozen_phase, finetune_phase", [("never", False, False), ("finetune", False, True), ("always", True, True)]
+)
 def test_word_vectors_learn_when_the_method_says(when, frozen_phase, finetune_phase, prepared):
     settings = tiny_settings("pvse-k1")
     settings["method_settings"] = {**settings["method_settings"], "word_vectors_training": when}
