@@ -110,7 +110,7 @@ def check(args) -> dict:
     return summary
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="the workflow's work_dir, with prepared/ and pretrained/")
     parser.add_argument("--dataset", default="synthetic-coco", choices=["synthetic-coco", "synthetic-cub"])
@@ -130,6 +130,7 @@ def main(argv=None) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+    return summary
 
 
 if __name__ == "__main__":
