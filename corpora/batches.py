@@ -183,13 +183,14 @@ class SeededItems(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         seed = mixed_seed(self.seed, epoch, index)
-        python_state = random.getstate()
+        generator = torch.random.default_generator  # the CPU's only: CUDA's stream (PCME's samples) is untouched
+        torch_state, python_state = generator.get_state(), random.getstate()
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.random.default_generator.manual_seed(seed)
-                random.seed(seed)
-                return self.dataset[index]
+            generator.manual_seed(seed)
+            random.seed(seed)
+            return self.dataset[index]
         finally:
+            generator.set_state(torch_state)
             random.setstate(python_state)
 
 
