@@ -355,7 +355,7 @@ def test_changing_one_method_reruns_only_its_jobs(built):
 
 
 def test_storing_resized_images_prepares_that_dataset_again(built):
-    override = 'dataset_settings={"synthetic-cub": {"training": {"stored_shorter_side": 32}}}'
+    override = 'dataset_settings={"synthetic-cub": {"training": {"stored_shorter_side": 48}}}'
     result = snakemake(built, "-n", "all", "report", *SMOKE, "--config", override)
     assert result.returncode == 0, tail(result)
     jobs = planned_jobs(result.stdout)
