@@ -1,7 +1,7 @@
 """PCME's match probability: the chunked matrix-product version against a per-query float64 reference.
 
     python benchmarks/bench_match_probability.py                          # 1K size on the CPU
-    python benchmarks/bench_match_probability.py --size 5k --device cuda [--tf32]
+    python benchmarks/bench_match_probability.py --size 5k --device cuda [--tf32 | --both]
 
 Sizes: 1k = 1,000 images x 5,000 captions, 5k = 5,000 x 25,000; J = 7 samples, D = 1024
 (PCME on COCO). Both sides get the same random inputs (captions near their image, five
@@ -35,6 +35,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reporting import write_json
+
 from models.pcme import match_probability
 
 SIZES = {"1k": (1000, 5000), "5k": (5000, 25000)}
@@ -88,10 +91,18 @@ def top10(scores: torch.Tensor) -> torch.Tensor:
 
 
 def main(argv=None) -> int:
+    summary = run(argv)
+    return 0 if summary["identical"] else 1
+
+
+def run(argv=None) -> dict:
+    """Time the chunked version (fp32, and TF32 with ``--tf32`` / ``--both``), check it against the reference;
+    print, and return (and write to ``--json``) the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="1k")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matrix products on CUDA (default: full fp32)")
+    parser.add_argument("--both", action="store_true", help="time fp32 and TF32 products in one run, on the same inputs")
     parser.add_argument("--samples", type=int, default=7)
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--reference-queries", type=int, default=None, help="per direction (default: 8 on CPU, 50 on CUDA)")
@@ -101,13 +112,14 @@ def main(argv=None) -> int:
     parser.add_argument("--reference-memory-gb", type=float, default=4.0, help="largest difference tensor of the reference")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="write the numbers here")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     cuda = args.device == "cuda"
+    modes = ["fp32", "tf32"] if args.both else ["tf32" if args.tf32 else "fp32"]
     reference_queries = args.reference_queries or (50 if cuda else 8)
     repeats = args.repeats or (5 if cuda else 1)
     n_images, n_captions = SIZES[args.size]
@@ -119,22 +131,26 @@ def main(argv=None) -> int:
         else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     )
     print(f"match probability, {args.size}: {n_images} images x {n_captions} captions, J = {args.samples}, D = {args.dim}")
-    print(f"device: {args.device} ({device_name}); torch {torch.__version__}; matmul {'TF32' if args.tf32 and cuda else 'fp32'}")
+    print(f"device: {args.device} ({device_name}); torch {torch.__version__}; matmul {' and '.join(modes)}")
     if not cuda:
         print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared CPU slows both sides)")
     images, captions = random_inputs(n_images, n_captions, args.samples, args.dim, args.seed, args.device)
     a_tensor, b_tensor = torch.tensor([a], device=args.device), torch.tensor([b], device=args.device)
 
-    match_probability(images[:8], captions, a_tensor, b_tensor)  # warm-up (CUDA context, kernels, allocator)
-    chunked_time, chunked = timed(lambda: match_probability(images, captions, a_tensor, b_tensor), args.device, repeats)
-    print(f"chunked matrix products (both directions from one matrix): {chunked_time:.3f} s (best of {repeats})")
+    chunked, times = {}, {}
+    for mode in modes:
+        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+        match_probability(images[:8], captions, a_tensor, b_tensor)  # warm-up (CUDA context, kernels, allocator)
+        times[mode], chunked[mode] = timed(lambda: match_probability(images, captions, a_tensor, b_tensor), args.device, repeats)
+        print(f"chunked matrix products, {mode} (both directions from one matrix): {times[mode]:.3f} s (best of {repeats})")
+    torch.backends.cuda.matmul.allow_tf32 = False
 
     generator = torch.Generator().manual_seed(args.seed + 1)
     picks = {
         "i2t": torch.randperm(n_images, generator=generator)[:reference_queries].sort().values,
         "t2i": torch.randperm(n_captions, generator=generator)[:reference_queries].sort().values,
     }
-    totals, identical = {}, True
+    totals, same_top10, worst = {}, {mode: True for mode in modes}, {mode: 0.0 for mode in modes}
     for direction, queries in picks.items():
         query_samples, gallery = (images, captions) if direction == "i2t" else (captions, images)
         n_queries = n_images if direction == "i2t" else n_captions
@@ -147,25 +163,42 @@ def main(argv=None) -> int:
         per_query = (time.perf_counter() - started) / len(queries)
         totals[direction] = per_query * n_queries
         reference = torch.stack(rows).cpu()
-        index = queries.to(chunked.device)
-        ours = (chunked[index] if direction == "i2t" else chunked[:, index].T).cpu()
-        same = torch.equal(top10(ours.double()), top10(reference))
-        identical &= same
-        worst = (ours.double() - reference).abs().max().item()
+        index = queries.to(images.device)
+        verdicts = []
+        for mode, scores in chunked.items():
+            ours = (scores[index] if direction == "i2t" else scores[:, index].T).cpu()
+            same = torch.equal(top10(ours.double()), top10(reference))
+            same_top10[mode] &= same
+            worst[mode] = max(worst[mode], (ours.double() - reference).abs().max().item())
+            verdicts.append(f"{mode}: top-10 identical {same}, max |difference| {worst[mode]:.2e}")
         print(
             f"reference {direction}: {per_query:.3f} s per query x {n_queries} queries = {totals[direction]:.0f} s "
-            f"(extrapolated from {len(queries)} random queries); top-10 identical: {same}; max |difference| {worst:.2e}"
+            f"(extrapolated from {len(queries)} random queries); " + "; ".join(verdicts)
         )
     both = sum(totals.values())
-    print(f"speed-up, both directions (reference {both:.0f} s, extrapolated): {both / chunked_time:.0f}x")
+    for mode in modes:
+        print(f"speed-up of {mode}, both directions (reference {both:.0f} s, extrapolated): {both / times[mode]:.0f}x")
     for direction, total in totals.items():
-        print(f"speed-up, {direction} alone: {total / chunked_time:.0f}x")
+        print(f"speed-up of {modes[0]}, {direction} alone: {total / times[modes[0]]:.0f}x")
     if not cuda:
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    # the fp32 path must rank as the reference does; with --both, TF32's rankings are reported, not required
+    identical = same_top10.get("fp32", same_top10[modes[0]])
     if not identical:
         print("FAILED: the top-10 rankings differ from the float64 reference")
-        return 1
-    return 0
+    summary = {
+        "size": args.size,
+        "device": device_name,
+        "torch": torch.__version__,
+        "seconds": times,
+        "reference_seconds_extrapolated": totals,
+        "reference_queries_per_direction": reference_queries,
+        "top10_identical": same_top10,
+        "max_abs_difference": worst,
+        "identical": identical,
+    }
+    write_json(args.json, summary)
+    return summary
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@
     python benchmarks/gpu_check.py --work work-smoke --device cpu --methods vse0 pcme --epochs 1   # tiny CPU try-out
 
 For a machine without Snakemake (the lent GPU machines have torch but not it): it needs the
-prepared dataset and the pretrained backbone that the workflow leaves under ``--work``
-(``snakemake --cores 2 --configfile config/smoke.yaml -- work-smoke/prepared/synthetic-coco
-work-smoke/pretrained/synthetic-coco/backbone.safetensors`` builds them on any machine). For each
+prepared dataset and the pretrained backbone that the workflow leaves under ``--work``, and the
+raw images the prepared dataset reads (``data-smoke/synthetic-coco``; ``snakemake --cores 2
+--configfile config/smoke.yaml -- work-smoke/prepared/synthetic-coco
+work-smoke/pretrained/synthetic-coco/backbone.safetensors`` builds them on any machine).
+``gpu_session.py`` runs it with the other GPU measurements. For each
 method it trains a run (the smoke preset's settings, with ``--epochs`` frozen + fine-tuning
 epochs, bf16 autocast and channels_last on CUDA), exports its test embeddings and evaluates them
 on ``--device``, and records samples/s, wall seconds, peak GPU memory and 1K R@1 of each
@@ -110,7 +112,7 @@ def check(args) -> dict:
     return summary
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="the workflow's work_dir, with prepared/ and pretrained/")
     parser.add_argument("--dataset", default="synthetic-coco", choices=["synthetic-coco", "synthetic-cub"])
@@ -130,6 +132,7 @@ def main(argv=None) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+    return summary
 
 
 if __name__ == "__main__":

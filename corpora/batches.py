@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
@@ -190,3 +193,63 @@ class OnePerClassBatches(Sampler):
     def __iter__(self):
         for _ in range(self.batches):
             yield [int(m[torch.randint(len(m), (), generator=self.generator)]) for m in self.members]
+
+
+def mixed_seed(*parts: int) -> int:
+    """A 64-bit seed from non-negative integers (a run's seed, an epoch, an item), by numpy's SeedSequence."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0])
+
+
+class SeededItems(Dataset):
+    """A dataset addressed by ``(epoch, index)`` keys whose items draw their randomness (augmentation,
+    word drop: torch's and Python's generators) from ``mixed_seed(seed, epoch, index)``.
+
+    An item of an epoch is then the same whichever loader process makes it, however many there
+    are, whether they persist across epochs, and after a resumed run's restart. The caller's
+    random state is restored after each item, so a single-process loader leaves the training
+    loop's random stream (PCME's samples) as it found it.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        seed = mixed_seed(self.seed, epoch, index)
+        generator = torch.random.default_generator  # the CPU's only: CUDA's stream (PCME's samples) is untouched
+        torch_state, python_state = generator.get_state(), random.getstate()
+        try:
+            generator.manual_seed(seed)
+            random.seed(seed)
+            return self.dataset[index]
+        finally:
+            generator.set_state(torch_state)
+            random.setstate(python_state)
+
+
+class EpochBatches(Sampler):
+    """One epoch's batches of ``(epoch, index)`` keys for ``SeededItems``, from a batch sampler whose
+    order comes from ``generator``; ``set_epoch`` reseeds that generator from (seed, epoch), so a
+    loader built once (its worker processes kept across epochs) gives every epoch its own order.
+    """
+
+    def __init__(self, batches: Sampler, generator: torch.Generator, seed: int):
+        self.batches = batches
+        self.generator = generator
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.generator.manual_seed(mixed_seed(self.seed, epoch))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield [(self.epoch, index) for index in batch]

@@ -9,12 +9,15 @@ loaders and writes, under ``out_dir``::
     word_vectors.npy          (vocab, word_dim) float32 initial word vectors
     <split>/images/           Arrow: image_id, image_file, labels (label indices), class_id (CUB)
     <split>/captions/         Arrow: caption_id, image_id, image_index, caption, tokens
+    stored/<image_file>       with ``stored_shorter_side``: every image resized once (``corpora.images.store_resized``)
 
 Images stay files under the raw root and are decoded only when an item is read;
 ``prepare_dataset`` decodes each one once, to its last byte, so a truncated file
 stops this stage instead of a training job hours later. ``meta.json`` holds the
 raw root relative to the prepared folder, so a project moved or copied with its
-``data_root`` and ``work_dir`` keeps reading its own images.
+``data_root`` and ``work_dir`` keeps reading its own images. With
+``stored_shorter_side`` the jobs read the stored copies instead, a few times
+fewer pixels to decode per image (benchmarks/bench_data_path.py).
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from corpora.coco import COCO_SPLITS, load_coco
 from corpora.corpus import CaptionSplit, multi_hot
 from corpora.cub import CUB_SPLITS, load_cub
 from corpora.errors import DataError
-from corpora.images import load_rgb
+from corpora.images import STORED_QUALITY, load_rgb, store_images
 from corpora.readers import read_json, read_npy
 from corpora.text import Vocabulary, word_vectors
 
 LOADERS = {"coco": (load_coco, COCO_SPLITS), "cub": (load_cub, CUB_SPLITS)}
 EVALUATION_SPLITS = {"coco": ("dev", "test"), "cub": ("test",)}
+STORED_FOLDER = "stored"
 
 
 def prepare_dataset(
@@ -51,11 +55,14 @@ def prepare_dataset(
     seed: int = 0,
     check_images: bool = True,
     workers: int = 1,
+    stored_shorter_side: int | None = None,
 ) -> dict:
     """Read every split of ``raw_root`` (``kind`` "coco" or "cub") and store it under ``out_dir``.
 
     The vocabulary comes from the captions of ``train_splits`` only. With ``check_images``
     every image is decoded (on ``workers`` processes) and the first bad one is named.
+    With ``stored_shorter_side`` every image is also stored resized under ``stored/`` (decoded
+    whole on the way, so checked too), and the jobs read those copies.
     Returns the metadata also written to ``meta.json``.
     """
     import datasets as hf  # Hugging Face; imported here so the loaders work without it
@@ -72,7 +79,8 @@ def prepare_dataset(
             f"without the evaluation splits {list(EVALUATION_SPLITS[kind])}"
         )
     raw_root = Path(raw_root)
-    splits = load(raw_root, check_images=check_images, workers=workers)
+    # storing decodes every image whole: the loader's own check would decode them all twice
+    splits = load(raw_root, check_images=check_images and not stored_shorter_side, workers=workers)
     vocab = Vocabulary.build((c for s in train_splits for c in splits[s].captions["caption"]), min_word_count)
     vectors, from_glove = word_vectors(vocab, word_dim, seed, word_vectors_file)
 
@@ -84,6 +92,13 @@ def prepare_dataset(
         _image_table(split).pipe(hf.Dataset.from_pandas, preserve_index=False).save_to_disk(str(staging / name / "images"))
         captions = split.captions.assign(tokens=[vocab.encode(c) for c in split.captions["caption"]])
         hf.Dataset.from_pandas(captions, preserve_index=False).save_to_disk(str(staging / name / "captions"))
+    if stored_shorter_side:
+        jobs = {
+            file: (path, staging / STORED_FOLDER / file, item)
+            for split in splits.values()
+            for file, (path, item) in zip(split.images["image_file"], split.image_items(), strict=True)
+        }
+        store_images(list(jobs.values()), stored_shorter_side, workers, f"storing images at {stored_shorter_side} px")
     vocab.save(staging / "vocab.json")
     np.save(staging / "word_vectors.npy", vectors)
     meta = {
@@ -98,6 +113,11 @@ def prepare_dataset(
         "word_dim": word_dim,
         "word_vectors_file": str(word_vectors_file) if word_vectors_file else None,
         "words_from_word_vectors_file": from_glove,
+        "stored_images": (
+            {"folder": STORED_FOLDER, "shorter_side": stored_shorter_side, "jpeg_quality": STORED_QUALITY}
+            if stored_shorter_side
+            else None
+        ),
         "content_sha256": content_digest(staging),
     }
     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -110,7 +130,7 @@ def content_digest(folder: str | Path) -> str:
     """SHA-256 of every file of a prepared folder but ``meta.json`` (names and bytes, in name order).
 
     It identifies the prepared data a run trains on: captions, image list, labels, vocabulary
-    and word vectors (not the image pixels, which stay under the raw root).
+    and word vectors, and the stored images if any (not the raw image pixels, under the raw root).
     """
     folder = Path(folder)
     digest = hashlib.sha256()
@@ -137,6 +157,7 @@ class PreparedSplit:
     images: object  # datasets.Dataset
     captions: object  # datasets.Dataset
     label_width: int
+    image_root: Path | None = None  # where the image files are read: the stored copies, else raw_root
 
     def __post_init__(self):
         self._files = self.images["image_file"]
@@ -144,7 +165,8 @@ class PreparedSplit:
 
     def image(self, index: int):
         """The PIL image of row ``index`` of ``images``; a DataError names a missing or corrupt file."""
-        return load_rgb(self.raw_root / self._files[index], f"image id {self._ids[index]} of split {self.name!r}")
+        root = self.image_root or self.raw_root
+        return load_rgb(root / self._files[index], f"image id {self._ids[index]} of split {self.name!r}")
 
     def label_matrix(self) -> np.ndarray:
         """(images, label_width) bool multi-hot labels."""
@@ -166,6 +188,12 @@ class PreparedDataset:
     def raw_root(self) -> Path:
         """The raw dataset's folder (stored relative to this folder; absolute in older ones)."""
         return self.path / self.meta["raw_root"]
+
+    @property
+    def image_root(self) -> Path:
+        """Where the jobs read images: the resized copies of ``stored_shorter_side``, else the raw root."""
+        stored = self.meta.get("stored_images")
+        return self.path / stored["folder"] if stored else self.raw_root
 
     @property
     def content_sha256(self) -> str:
@@ -193,4 +221,5 @@ class PreparedDataset:
             hf.load_from_disk(str(self.path / name / "images")),
             hf.load_from_disk(str(self.path / name / "captions")),
             self.meta["label_width"],
+            self.image_root,
         )

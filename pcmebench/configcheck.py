@@ -130,6 +130,12 @@ def schema_problems(config: dict, schema: dict) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+def evaluation_resize(augment: str, input_size: int) -> int:
+    """The shorter side the evaluation transform resizes an image to (``corpora.batches.image_transform``:
+    Resize(256 / 224 x input_size) for coco and cub, Resize(input_size) otherwise)."""
+    return round(input_size * 256 / 224) if augment in ("coco", "cub") else input_size
+
+
 def recipe_problems(config: dict) -> list[str]:
     """What the schema cannot say: settings that validate but cannot run, for the configured
     datasets and methods."""
@@ -155,6 +161,13 @@ def recipe_problems(config: dict) -> list[str]:
             problems.append(
                 f"{where}: a pretrained small-cnn exists only for the synthetic datasets (the pretrain stage draws "
                 f"their worlds); set training.pretrained: false, or use resnet50 or resnet152"
+            )
+        side, resized = training["stored_shorter_side"], evaluation_resize(training["augment"], training["input_size"])
+        if side is not None and side < resized:
+            problems.append(
+                f"{where}.training: stored_shorter_side ({side}) is below the {resized} px its {training['augment']!r} "
+                f"transforms resize images to, so every stored copy would be enlarged again; set it to {resized} or "
+                f"more, or null"
             )
         pretraining = data.get("pretraining")
         if pretraining and pretraining["images"] < pretraining["batch_size"]:

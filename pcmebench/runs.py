@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -49,6 +51,38 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was asked for but torch sees no CUDA device; use device: auto or cpu")
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a run computes on its device: bf16 autocast or plain fp32, and the images' memory format.
+
+    From the training settings ``precision`` (auto: bf16 on CUDA, fp32 on the CPU; bf16; fp32) and
+    ``memory_format`` (auto: channels_last on CUDA, contiguous on the CPU; channels_last;
+    contiguous). Explicit values hold on any device, so the CPU runs the GPU's paths in tests.
+    """
+
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+
+    @classmethod
+    def for_run(cls, training: dict, device: torch.device) -> Precision:
+        cuda = device.type == "cuda"
+        bf16 = training["precision"] == "bf16" or (training["precision"] == "auto" and cuda)
+        channels_last = training["memory_format"] == "channels_last" or (training["memory_format"] == "auto" and cuda)
+        return cls(device, bf16, channels_last)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the run's device, or nothing; the methods' losses run in fp32 either way."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def describe(self) -> str:
+        return f"{'bf16 autocast' if self.bf16 else 'fp32'}, {'channels_last' if self.channels_last else 'contiguous'}"
 
 
 def merge_config(base: dict, update: dict) -> dict:

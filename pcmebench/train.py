@@ -32,16 +32,26 @@ import io
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm import tqdm
 
-from corpora.batches import CaptionNoise, CaptionPairs, OnePerClassBatches, collate_pairs, image_transform
+from corpora.batches import (
+    CaptionNoise,
+    CaptionPairs,
+    EpochBatches,
+    OnePerClassBatches,
+    SeededItems,
+    collate_pairs,
+    image_transform,
+)
 from corpora.prepared import PreparedDataset
 from pcmebench.runs import (
+    Precision,
     add_stage_arguments,
     atomic_write,
     code_version,
@@ -92,17 +102,43 @@ def make_optimizer(model: torch.nn.Module, training: dict, lr: float) -> torch.o
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=training["weight_decay"])
 
 
-def seed_epoch(seed: int, epoch: int) -> torch.Generator:
-    """Seed torch for one epoch and return the data-order generator, both derived from (seed, epoch)."""
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed torch's generator (the training loop's randomness: PCME's samples) for one epoch from (seed, epoch)."""
     torch.manual_seed(seed * 100_003 + epoch)
-    return torch.Generator().manual_seed(seed * 100_003 + epoch + 7)
 
 
-def make_loader(pairs: CaptionPairs, training: dict, generator: torch.Generator, device: torch.device) -> DataLoader:
-    common = {"collate_fn": collate_pairs, "num_workers": training["workers"], "pin_memory": device.type == "cuda"}
+def loader_workers(setting: int | str, threads: int | None) -> int:
+    """DataLoader workers for the ``workers`` setting: a number, or auto = the job's CPUs (``threads``,
+    else those this process may run on) less one for the training process, at least one."""
+    if setting != "auto":
+        return setting
+    cpus = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(1, cpus - 1)
+
+
+def make_loader(pairs: CaptionPairs, training: dict, seed: int, device: torch.device, threads: int | None = None) -> DataLoader:
+    """The run's training loader, built once; ``loader.batch_sampler.set_epoch(epoch)`` starts an epoch.
+
+    Each epoch's order comes from (seed, epoch) and each item's augmentation from (seed, epoch,
+    item) (``SeededItems``), so the batches are the same whatever ``workers``, ``persistent_workers``
+    and ``prefetch_factor`` are, and after a resume.
+    """
+    order = torch.Generator()
     if training["batching"] == "one-per-class":
-        return DataLoader(pairs, batch_sampler=OnePerClassBatches(pairs.class_ids(), generator), generator=generator, **common)
-    return DataLoader(pairs, batch_size=training["batch_size"], shuffle=True, drop_last=True, generator=generator, **common)
+        batches = OnePerClassBatches(pairs.class_ids(), order)
+    else:
+        batches = BatchSampler(RandomSampler(pairs, generator=order), training["batch_size"], drop_last=True)
+    workers = loader_workers(training["workers"], threads)
+    return DataLoader(
+        SeededItems(pairs, seed),
+        batch_sampler=EpochBatches(batches, order, seed),
+        collate_fn=collate_pairs,
+        num_workers=workers,
+        pin_memory=training["pin_memory"] and device.type == "cuda",
+        persistent_workers=training["persistent_workers"] and workers > 0,
+        prefetch_factor=training["prefetch_factor"] if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),  # the workers' own seeds; items reseed themselves
+    )
 
 
 def train(
@@ -128,9 +164,8 @@ def train(
     model = model_for(settings, prepared)
     if backbone is not None:
         load_backbone(model.image_encoder, backbone)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    precision = Precision.for_run(training, device)
+    model = model.to(device, memory_format=precision.memory_format)
     optimizer = make_optimizer(model, training, training["lr"])
     history: list[dict] = []
     start = 0
@@ -153,12 +188,15 @@ def train(
         CaptionNoise(training["word_drop"], training["word_drop_mode"]),
         training["cache_images"],
     )
+    loader = make_loader(pairs, training, seed, device, threads)
     log.info(
-        "%s / %s / seed %d on %s: %d pairs, %d epochs",
+        "%s / %s / seed %d on %s (%s, %d loader workers): %d pairs, %d epochs",
         settings["dataset"],
         settings["method"],
         seed,
         device,
+        precision.describe(),
+        loader.num_workers,
         len(pairs),
         total_epochs,
     )
@@ -173,15 +211,14 @@ def train(
         model.train()
         model.set_phase(frozen)
         model.set_epoch(epoch)
-        loader = make_loader(pairs, training, seed_epoch(seed, epoch), device)
+        seed_epoch(seed, epoch)
+        loader.batch_sampler.set_epoch(epoch)
         sums: dict[str, float] = {}
         seen, began = 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", mininterval=5, leave=False)
         for step, (images, tokens, lengths, image_ids) in enumerate(bar):
-            images = images.to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.to(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            images = images.to(device, non_blocking=True, memory_format=precision.memory_format)
+            with precision.autocast():
                 loss, stats = model(images, tokens.to(device), lengths, image_ids.to(device))
             if not torch.isfinite(loss):
                 last = f"{checkpoint_path} (after epoch {history[-1]['epoch']})" if history else "none yet"
@@ -237,6 +274,7 @@ def train(
         "seed": seed,
         "epochs": total_epochs,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": precision.describe(),
         "wall_seconds": sum(r["wall_seconds"] for r in history),
         "samples_per_second": sum(r["samples_per_second"] for r in history) / len(history),
         "parameters": sum(p.numel() for p in model.parameters()),

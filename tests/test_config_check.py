@@ -116,9 +116,11 @@ def test_settings_that_validate_but_cannot_run_are_refused():
     config["dataset_settings"]["synthetic-cub"]["generator"]["test_classes"] = 40
     config["dataset_settings"]["synthetic-coco"]["pretraining"]["images"] = 10
     config["dataset_settings"]["synthetic-coco"]["embed_dim"] = 127
+    config["dataset_settings"]["synthetic-cub"]["training"]["stored_shorter_side"] = 48
     assert schema_problems(config, SCHEMA) == ["config: dataset_settings.synthetic-coco.embed_dim: 127 is not a multiple of 2"]
     problems = recipe_problems(config)
     assert any("synthetic-cub.generator: test_classes (40) must be fewer than classes (40)" in p for p in problems)
+    assert any("synthetic-cub.training: stored_shorter_side (48) is below the 64 px its 'flip'" in p for p in problems)
     assert any("synthetic-coco.pretraining: images (10) must be at least batch_size (64)" in p for p in problems)
 
 

@@ -416,6 +416,15 @@ def test_changing_one_method_reruns_only_its_jobs(built):
     assert "Params have changed since last execution" in result.stdout
 
 
+def test_storing_resized_images_prepares_that_dataset_again(built):
+    override = 'dataset_settings={"synthetic-cub": {"training": {"stored_shorter_side": 48}}}'
+    result = snakemake(built, "-n", "all", "report", *SMOKE, "--config", override)
+    assert result.returncode == 0, tail(result)
+    jobs = planned_jobs(result.stdout)
+    assert [job["wildcards"]["dataset"] for job in jobs if job["rule"] == "prepare"] == ["synthetic-cub"]
+    assert {job["wildcards"]["dataset"] for job in jobs if job["rule"] == "train"} == {"synthetic-cub"}
+
+
 def test_every_stage_leaves_its_log_and_benchmark(built, smoke_config):
     work = built / "work-smoke"
     for name, splits in (("synthetic-coco", {"train", "restval", "dev", "test"}), ("synthetic-cub", {"train", "test"})):

@@ -1,6 +1,6 @@
 # Stage 2, prepare: read raw data through the shared loaders, decode every image once (a bad file
 # stops here, named, not in a training job); store splits, vocabulary and word vectors as
-# memory-mapped Hugging Face datasets.
+# memory-mapped Hugging Face datasets, and resized copies of the images with stored_shorter_side.
 
 
 rule prepare:
@@ -23,5 +23,6 @@ rule prepare:
         min_word_count=lambda wildcards: dataset_settings(wildcards.dataset)["min_word_count"],
         word_dim=lambda wildcards: dataset_settings(wildcards.dataset)["word_dim"],
         word_vectors=lambda wildcards: word_vectors_file(wildcards.dataset),
+        stored_shorter_side=lambda wildcards: dataset_settings(wildcards.dataset)["training"]["stored_shorter_side"],
     script:
         "../scripts/prepare.py"
