@@ -10,7 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torchvision.transforms.functional import pil_to_tensor, resize
 
-from corpora.batches import CaptionPairs, SeededItems, image_transform
+from corpora.batches import CaptionNoise, CaptionPairs, SeededItems, image_transform
 from corpora.coco import load_coco
 from corpora.errors import DataError
 from corpora.prepared import PreparedDataset, prepare_dataset
@@ -84,7 +84,10 @@ def test_loader_workers_auto_leaves_one_cpu_to_training():
 
 def test_seeded_items_repeat_per_epoch_and_leave_the_callers_random_state(prepared):
     split = PreparedDataset(prepared).split("train")
-    items = SeededItems(CaptionPairs([split], image_transform("coco", 32, train=True), word_drop=0.3), seed=5)
+    items = SeededItems(
+        CaptionPairs([split], image_transform("coco", 32, train=True, random_erasing=0.5), CaptionNoise(0.3, "unk-then-delete")),
+        seed=5,
+    )
     torch.manual_seed(0)
     state = torch.get_rng_state()
     first, again, other = items[(0, 3)], items[(0, 3)], items[(1, 3)]
