@@ -54,8 +54,12 @@ class ResNetBackbone(nn.Module):
         import torchvision
 
         builder = getattr(torchvision.models, name)
-        weights = torchvision.models.get_model_weights(builder).IMAGENET1K_V1 if pretrained else None
-        resnet = builder(weights=weights)
+        resnet = builder(weights=None)
+        if pretrained:
+            # torchvision's own loading unpickles the file in full (weights_only=False); read it as
+            # tensors only. The hash in its name is still checked (TORCH_HOME: the download stage's copy).
+            weights = torchvision.models.get_model_weights(builder).IMAGENET1K_V1
+            resnet.load_state_dict(weights.get_state_dict(progress=False, check_hash=True, weights_only=True))
         self.body = nn.Sequential(*list(resnet.children())[:-2])
         self.feature_dims = FeatureDims(global_dim=resnet.fc.in_features, local_dim=resnet.fc.in_features)
 

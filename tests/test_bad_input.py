@@ -364,3 +364,25 @@ def test_cub_held_out_image_unknown(tiny_cub):
     layout.seen_test_images.unlink()
     with pytest.raises(DataError, match=r"seen_test_images.txt: file: not found"):
         load_cub(tiny_cub)
+
+
+def test_imagenet_weights_are_read_as_tensors_only(monkeypatch):
+    """torchvision's own loader unpickles the weight file in full; the encoder asks for tensors only."""
+    import torchvision
+    from torchvision.models import _api
+
+    from models.encoders import ResNetBackbone
+
+    calls = []
+
+    def fake_load(url, **kwargs):
+        calls.append((url, kwargs))
+        return torchvision.models.resnet50().state_dict()
+
+    monkeypatch.setattr(_api, "load_state_dict_from_url", fake_load)
+    ResNetBackbone("resnet50", pretrained=True)
+    assert len(calls) == 1
+    url, kwargs = calls[0]
+    assert url.endswith("resnet50-0676ba61.pth") and kwargs["weights_only"] is True and kwargs["check_hash"] is True
+    ResNetBackbone("resnet50", pretrained=False)
+    assert len(calls) == 1
