@@ -12,8 +12,8 @@ check, AdamW over every trainable parameter, gradient clipping at 2 and the prog
 ``loss.item()``; the backbone frozen in the frozen phase. The reference is the same ResNet body
 alone on images already on the device: in fine-tuning a forward, a backward from the mean of its
 feature map and an AdamW step; in the frozen phase its forward pass without gradients (train mode,
-as in the trainer). ``--fused-adamw`` steps the methods' AdamW as one fused kernel per tensor
-group instead of the trainer's default implementation. Captions are random token ids (10,000 words of 300-d frozen vectors, as GloVe, 8 to
+as in the trainer). The methods' AdamW is the trainer's (``pcmebench.train.make_optimizer``, fused);
+``--adamw-for-loop`` measures PyTorch's default implementation instead. Captions are random token ids (10,000 words of 300-d frozen vectors, as GloVe, 8 to
 22 tokens), every pair of its own image. Weights are random (``pretrained=False``): the speed is
 the same. Each method's units of steps run between two units of the reference, and its ratio is
 taken against those two (``measure``); the median over all and the spread of the rounds' medians
@@ -49,6 +49,7 @@ from reporting import spread, write_json
 from models import build_model
 from models.encoders import build_image_encoder
 from pcmebench.runs import Precision
+from pcmebench.train import make_optimizer
 
 METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
 PHASES = ("frozen", "finetune")
@@ -94,8 +95,7 @@ class MethodStep:
         self.model = build_model(
             method, settings, "coco", "coco", args.embed_dim, args.backbone, words, freeze_words=True, pretrained=False
         ).to(precision.device, memory_format=precision.memory_format)
-        fused = {"fused": True} if args.fused_adamw else {}
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5, weight_decay=1e-4, **fused)
+        self.optimizer = make_optimizer(self.model, {"weight_decay": 1e-4}, 1e-5, fused=not args.adamw_for_loop)
         self.precision = precision
         self.sync = args.sync
 
@@ -180,7 +180,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--cycles", type=int, default=None, help="cycles per round (default: 3 on the CPU, 1 on CUDA)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds: the repeats whose spread is reported")
     parser.add_argument("--no-sync", dest="sync", action="store_false", help="drop the trainer's two per-step device syncs")
-    parser.add_argument("--fused-adamw", action="store_true", help="the methods' AdamW with fused=True")
+    parser.add_argument(
+        "--adamw-for-loop", action="store_true", help="PyTorch's default for-loop AdamW instead of the trainer's fused one"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on the CPU, torch's on CUDA)")
     parser.add_argument(
         "--clock", choices=["cpu", "wall"], default=None, help="default: cpu (process time) on the CPU, wall on CUDA"
@@ -212,7 +214,7 @@ def main(argv=None) -> dict:
     print(
         f"{args.backbone} backbone, batch {args.batch}, {args.size}x{args.size}, D {args.embed_dim}, J {args.samples}; "
         f"{precision.describe()}; {name}; torch {torch.__version__}; per-step syncs {'on' if args.sync else 'off'}; "
-        f"AdamW {'fused' if args.fused_adamw else 'default'}; "
+        f"AdamW {'for-loop' if args.adamw_for_loop else 'fused'}; "
         f"{'CPU time' if args.clock == 'cpu' else 'wall time'}"
     )
     if device.type == "cpu":

@@ -225,7 +225,7 @@ def report(results: dict) -> str:
             )
     measured = results.get("projection")
     if measured:
-        predicted = projection.project(projection.CPU_RATIOS, {"raw": 1.0, "stored": projection.CPU_STORED_RATIO})
+        predicted = projection.project(projection.CPU_RATIOS, projection.CPU_PATH_RATIOS)
         lines += ["", "Projection from this machine's own numbers:", "", projection.markdown(measured), "",
                   "Predicted (this CPU's ratios, the issue's H100 numbers, 16 CPUs per GPU):", "",
                   projection.summary_table([predicted])]  # fmt: skip
