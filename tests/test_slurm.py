@@ -37,7 +37,7 @@ from pcmebench.cluster import (
     parse_sinfo,
     targets,
 )
-from tests.conftest import REPO, SMOKE, copy_workflow, snakemake, tail
+from tests.conftest import REPO, SMOKE, SMOKE_RESULTS, copy_workflow, snakemake, tail
 from tests.slurm_cluster import missing_requirements, start_cluster
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
@@ -269,7 +269,7 @@ def through_slurm(cluster, tmp_path_factory) -> SlurmRun:
 
 
 def result_files(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in (root / "results").rglob("*") if p.is_file() and "report" not in p.parts}
+    return {str(p.relative_to(root)) for p in (root / SMOKE_RESULTS).rglob("*") if p.is_file() and "report" not in p.parts}
 
 
 @needs_plugin
@@ -297,8 +297,8 @@ def test_smoke_dag_through_sbatch_builds_every_results_file(through_slurm, built
 def test_metrics_through_slurm_equal_the_local_run(through_slurm, built):
     assert through_slurm.returncode == 0
     key = ["dataset", "method", "seed", "protocol", "scoring", "direction", "metric"]
-    local = pd.read_csv(built / "results" / "metrics.csv").sort_values(key, ignore_index=True)
-    remote = pd.read_csv(through_slurm.root / "results" / "metrics.csv").sort_values(key, ignore_index=True)
+    local = pd.read_csv(built / SMOKE_RESULTS / "metrics.csv").sort_values(key, ignore_index=True)
+    remote = pd.read_csv(through_slurm.root / SMOKE_RESULTS / "metrics.csv").sort_values(key, ignore_index=True)
     pd.testing.assert_frame_equal(remote, local, check_exact=True)
 
 
