@@ -25,29 +25,14 @@ _SETTINGS = {
     "warmup_epochs": {"$ref": "#/$defs/warmup_epochs", "default": 0},
 }
 _EMBEDDINGS = {"description": "K, embeddings per item (attention heads).", "type": "integer", "minimum": 1, "maximum": 8}
+_PVSE = {"class": "PVSE", "scorings": ["max-cosine"], "probabilistic": False, "exports": {"items": ["embeddings"]}}
 # The registry's entries (models/registry.py): PVSE with K = 1 and K = 2.
 METHODS = [
-    {
-        "name": "pvse-k1",
-        "label": "PVSE K=1",
-        "color": "#dd8452",
-        "class": "PVSE",
-        "scorings": ["max-cosine"],
-        "probabilistic": False,
-        "exports": {"items": ["embeddings"]},
-        "settings": {**_SETTINGS, "embeddings": {**_EMBEDDINGS, "default": 1}},
-    },
-    {
-        "name": "pvse-k2",
-        "label": "PVSE K=2",
-        "color": "#c44e52",
-        "class": "PVSE",
-        "scorings": ["max-cosine"],
-        "probabilistic": False,
-        "exports": {"items": ["embeddings"]},
-        "settings": {**_SETTINGS, "embeddings": {**_EMBEDDINGS, "default": 2}},
-    },
-]
+    {**_PVSE, "name": "pvse-k1", "label": "PVSE K=1", "color": "#dd8452",
+     "settings": {**_SETTINGS, "embeddings": {**_EMBEDDINGS, "default": 1}}},
+    {**_PVSE, "name": "pvse-k2", "label": "PVSE K=2", "color": "#c44e52",
+     "settings": {**_SETTINGS, "embeddings": {**_EMBEDDINGS, "default": 2}}},
+]  # fmt: skip
 
 
 def max_cosine(image_embeddings: torch.Tensor, caption_embeddings: torch.Tensor) -> torch.Tensor:

@@ -22,28 +22,17 @@ _SETTINGS = {
     },
     "warmup_epochs": {"$ref": "#/$defs/warmup_epochs", "default": 0},
 }
+_VSE = {
+    "class": "VSE",
+    "scorings": ["cosine"],
+    "probabilistic": False,
+    "exports": {"items": ["embeddings"]},
+    "settings": _SETTINGS,
+}
 # The registry's entries (models/registry.py): two variants of one class.
 METHODS = [
-    {
-        "name": "vse0",
-        "label": "VSE0",
-        "color": "#4c72b0",
-        "class": "VSE",
-        "scorings": ["cosine"],
-        "probabilistic": False,
-        "exports": {"items": ["embeddings"]},
-        "settings": _SETTINGS,
-    },
-    {
-        "name": "vsepp",
-        "label": "VSE++",
-        "color": "#55a868",
-        "class": "VSE",
-        "scorings": ["cosine"],
-        "probabilistic": False,
-        "exports": {"items": ["embeddings"]},
-        "settings": _SETTINGS,
-    },
+    {**_VSE, "name": "vse0", "label": "VSE0", "color": "#4c72b0"},
+    {**_VSE, "name": "vsepp", "label": "VSE++", "color": "#55a868"},
 ]
 
 

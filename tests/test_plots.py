@@ -265,3 +265,39 @@ def test_a_run_without_queries_is_named(fake, tmp_path):
     (run / "train_log.csv").write_bytes((run_dirs[0] / "train_log.csv").read_bytes())
     with pytest.raises(ResultsError, match=rf"{run / 'queries.parquet'}: file is missing"):
         write_figures(results, [run], tmp_path / "plots")
+
+
+def test_every_probabilistic_method_gets_its_own_sigma_panels(fake, tmp_path, monkeypatch):
+    """A second probabilistic method (here a twin of the first, registered under another name) gets
+    its own row of σ panels, its own σ bar, with its own statistic and scoring: nothing is tied to
+    one method's name."""
+    import dataclasses
+
+    from pcmebench import plots
+
+    first = PROBABILISTIC[0]
+    twin = dataclasses.replace(REGISTRY[first], name="twin", label="Twin", color="#000000")
+    for table, value in (
+        (plots.REGISTRY, twin),
+        (plots.METHOD_LABELS, twin.label),
+        (plots.METHOD_COLORS, twin.color),
+        (plots.PRIMARY_SCORING, twin.primary_scoring),
+        (plots.SECONDARY_SCORINGS, twin.scorings[1:]),
+    ):
+        monkeypatch.setitem(table, "twin", value)
+    monkeypatch.setattr(plots, "METHODS", (*plots.METHODS, "twin"))
+    results, run_dirs = fake
+    tables = {name: pd.read_csv(results / name) for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv")}
+    tables = {name: pd.concat([t, t[t["method"] == first].assign(method="twin")]) for name, t in tables.items()}
+    methods = [first, "twin"]
+    assert plots.probabilistic_methods(["vse0", *methods]) == methods
+    bins = plots.plot_uncertainty_bins(tables["uncertainty.csv"], "synthetic-cub", methods)
+    assert [sub._suptitle.get_text() for sub in bins.subfigs] == [REGISTRY[first].label, "Twin"]
+    assert all(axes.lines for sub in bins.subfigs for axes in sub.axes)  # both rows drawn, no "no data" panel
+    auroc = plots.plot_auroc(tables["uncertainty_summary.csv"], "synthetic-cub", methods)
+    labels = [tick.get_text() for tick in auroc.axes[0].get_xticklabels()]
+    assert labels == [f"{REGISTRY[first].label}\nmargin", "Twin\nmargin", f"{REGISTRY[first].label}\nσ", "Twin\nσ"]
+    runs = plots.load_runs(run_dirs)
+    runs += [dataclasses.replace(r, method="twin") for r in runs if r.method == first]
+    histogram = plots.plot_sigma_histogram(runs, "synthetic-cub", methods)
+    assert len(histogram.subfigs) == 2 and all(axes.patches for sub in histogram.subfigs for axes in sub.axes)
