@@ -37,8 +37,9 @@ The fields (``models/__init__.py`` describes the class's interface):
 - ``settings``: each setting of the class as a JSON-schema fragment (``$ref`` may name the
   config schema's shared ``$defs``: ``per_dataset_number``, ``warmup_epochs``), with an optional
   ``default``; a setting without one must be in the config. Every method also has the shared
-  stack's :data:`STACK_SETTINGS`. A value of a setting may always be one per dataset
-  (``{coco: .., synthetic-coco: ..}``) where its schema allows a mapping.
+  stack's :data:`STACK_SETTINGS`. The builder reads a mapping value as one value per dataset
+  name or format (``{coco: .., synthetic-coco: ..}``); the setting's schema says whether it
+  allows one.
 - ``note`` (optional): one sentence the report adds under the retrieval table (what the
   method's other scorings are).
 """

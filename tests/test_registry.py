@@ -20,7 +20,7 @@ from models.registry import (
     with_method_settings,
 )
 from pcmebench.configcheck import load_schema, schema_problems
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_packages, copy_workflow, snakemake, tail
 
 ENTRY = """
 METHODS = [
@@ -147,3 +147,11 @@ def test_the_workflow_constrains_the_method_wildcard_to_the_registry():
     assert "method=METHOD_NAMES," in snakefile
     common = (REPO / "workflow" / "rules" / "common.smk").read_text()
     assert "METHOD_NAMES = one_of(METHOD_REGISTRY)" in common
+
+
+def test_a_method_file_without_a_colour_stops_the_plan_naming_it(tmp_path):
+    project = copy_packages(copy_workflow(tmp_path))
+    (project / "models" / "toy.py").write_text(ENTRY.replace('"color": "#123456",', ""))
+    result = snakemake(project, "-n", "all")
+    assert result.returncode != 0
+    assert "models/toy.py: method 'toy': no 'color'; add 'color' to its entry in METHODS" in tail(result)
