@@ -20,16 +20,16 @@ metrics: the ``metrics`` package. Files written (atomically), values in percent:
 - ``queries.parquet``: direction, query, u, sum_sigma_sq, true_matches: u = the method's own
   uncertainty statistic (its registry entry's first; PCME's: the mean over dimensions of log
   sigma) and sum_sigma_sq = sum over dimensions of sigma^2, for a probabilistic method (NaN
-  otherwise, and where the method does not list it), true_matches = the query's number of matches in the complete synthetic
-  ground truth (NaN on real data).
+  otherwise, and where the method does not list it), true_matches = the query's number of
+  matches in the complete synthetic ground truth (NaN on real data).
 - ``uncertainty.csv``: dataset, method, seed, protocol, scoring, direction, uncertainty,
   bin, u_low, u_high, queries, metric, value: a probabilistic method's queries (those its
   registry entry marks probabilistic) in 10 equal-count bins of each uncertainty statistic the
   entry lists (PCME: ``mean_log_sigma``, u; ``sum_sigma_sq``, the sum of sigma^2, PCME++'s),
-  with the method's own scoring (PCME: ``match-prob``): R@1 and PMRP (1K) or R-P (CUB, full) per bin,
-  on protocol 1K (COCO format) or CUB (CUB format), and full on synthetic data, for both
-  statistics; and PCME++'s analysis, sum_sigma_sq bins (or the method's own statistic) of 5K R@1 (protocol 5K) and of
-  ECCV mAP@R and CxC R@1 (protocol ECCV, each over its own queries), where those
+  with the method's own scoring (PCME: ``match-prob``): R@1 and PMRP (1K) or R-P (CUB, full)
+  per bin, on protocol 1K (COCO format) or CUB (CUB format), and full on synthetic data, for
+  each statistic; and PCME++'s analysis, sum_sigma_sq bins (else the method's own statistic's)
+  of 5K R@1 (protocol 5K) and of ECCV mAP@R and CxC R@1 (protocol ECCV, each over its own queries), where those
   protocols run (real COCO). The metric column names the measure; the protocol says on
   which positives. Other methods: the header only.
 - ``uncertainty_summary.csv``: dataset, method, seed, protocol, scoring, direction,

@@ -72,12 +72,29 @@ def test_each_method_file_declares_its_methods():
 
 
 def test_every_scoring_and_statistic_the_registry_names_is_implemented():
+    import numpy as np
+    import torch
+
     from pcmebench import scoring
 
-    assert set(scoring.STATISTICS) == set(UNCERTAINTY_STATISTICS)
-    source = (REPO / "pcmebench" / "scoring.py").read_text()
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for prefix, n in (("image", 4), ("caption", 8)):
+        tensors |= {
+            f"{prefix}_embeddings": torch.nn.functional.normalize(torch.randn(n, 1, 6, generator=generator), dim=-1),
+            f"{prefix}_mu": torch.randn(n, 6, generator=generator),
+            f"{prefix}_log_sigma": torch.randn(n, 6, generator=generator) - 2,
+            f"{prefix}_samples": torch.randn(n, 3, 6, generator=generator),
+        }
+    tensors |= {"a": torch.tensor([5.0]), "b": torch.tensor([1.0])}
+    ids = {"image_ids": np.arange(4), "caption_ids": np.arange(8), "caption_image_index": np.arange(8) % 4}
+    embeddings = scoring.Embeddings(path="all.safetensors", tensors=tensors, settings={}, **ids)
     for name in SCORINGS:
-        assert f'"{name}"' in source or name == "match-prob", name  # match-prob: the last branch
+        scores = scoring.score_matrix(embeddings, name)
+        assert scores.shape == (4, 8) and np.isfinite(scores).all(), name
+    assert set(scoring.STATISTICS) == set(UNCERTAINTY_STATISTICS)
+    for name, statistic in scoring.STATISTICS.items():
+        assert statistic(tensors["image_log_sigma"]).shape == (4,), name
 
 
 def test_an_entry_is_read_with_names_of_literals_and_without_running_the_file(tmp_path):
