@@ -89,6 +89,11 @@ def preset(*configfiles: str, root: Path = REPO) -> dict:
     return config
 
 
+def runs_of(config: dict) -> int:
+    """How many training runs a config plans: every dataset x method x seed."""
+    return len(config["datasets"]) * len(config["methods"]) * len(config["seeds"])
+
+
 # Where the smoke preset's tables, figures and report go (its results_dir).
 SMOKE_RESULTS = Path(preset(SMOKE[1])["results_dir"])
 
