@@ -1,7 +1,8 @@
 # pcme-bench: PCME against PVSE, VSE0 and VSE++ on COCO and CUB (and their synthetic twins).
 # Stages, one rule file each: download (real data) or data (synthetic) -> prepare -> train -> embed
-# -> evaluate -> aggregate -> plots -> report. `snakemake --cores 8 all` builds every results/*.csv and plot; `snakemake report`
-# renders results/report/index.html from them.
+# -> evaluate -> aggregate -> plots -> report. `snakemake --cores 8 all` builds every table and plot of
+# the preset's results_dir (results/ by default); `snakemake report` renders <results_dir>/report/index.html
+# from them. The methods are the files of models/ (models/registry.py).
 
 
 configfile: "config/config.yaml"
@@ -21,7 +22,7 @@ onstart:
 wildcard_constraints:
     dataset="synthetic-coco|synthetic-cub|coco|cub",
     synthetic="synthetic-coco|synthetic-cub",
-    method="vse0|vsepp|pvse-k1|pvse-k2|pcme",
+    method=METHOD_NAMES,
     seed=r"\d+",
 
 

@@ -48,10 +48,11 @@ from reporting import spread, write_json
 
 from models import build_model
 from models.encoders import build_image_encoder
+from models.registry import registered
 from pcmebench.runs import Precision
 from pcmebench.train import make_optimizer
 
-METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
+METHODS = tuple(registered())  # every method file of models/ (models/registry.py)
 PHASES = ("frozen", "finetune")
 VOCABULARY, WORD_DIM = 10_000, 300
 
@@ -90,7 +91,7 @@ class MethodStep:
     def __init__(self, method: str, config: dict, args, precision: Precision):
         words = torch.randn(VOCABULARY, WORD_DIM)
         settings = dict(config["method_settings"][method])
-        if method == "pcme":
+        if "samples" in registered()[method].settings:  # a sampling method: J from the command line
             settings["samples"] = args.samples
         self.model = build_model(
             method, settings, "coco", "coco", args.embed_dim, args.backbone, words, freeze_words=True, pretrained=False

@@ -32,13 +32,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from models.registry import registered
 from pcmebench.embed import export
 from pcmebench.evaluate import evaluate_run
 from pcmebench.runs import merge_config
 from pcmebench.train import train
 
-METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
-OWN_SCORING = {"vse0": "cosine", "vsepp": "cosine", "pvse-k1": "max-cosine", "pvse-k2": "max-cosine", "pcme": "match-prob"}
+METHODS = tuple(registered())  # every method file of models/ (models/registry.py)
 
 
 def run_settings(config: dict, dataset: str, method: str, device: str, epochs: int) -> dict:
@@ -86,7 +86,7 @@ def check(args) -> dict:
         export(prepared, run_dir / "model.safetensors", run_dir / "embeddings_test.safetensors", device=args.device)
         evaluation = evaluate_run(prepared, run_dir / "embeddings_test.safetensors", settings, args.device)
         metrics = evaluation.metrics
-        own = metrics[(metrics["scoring"] == OWN_SCORING[method]) & (metrics["metric"] == "R@1")]
+        own = metrics[(metrics["scoring"] == registered()[method].primary_scoring) & (metrics["metric"] == "R@1")]
         summary["runs"][method] = {
             "train_device": record["device"],
             "train_seconds": round(record["wall_seconds"], 2),

@@ -44,8 +44,10 @@ from pathlib import Path
 
 import torch
 import torchvision
+import yaml
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
@@ -55,6 +57,8 @@ import bench_training_step
 import gpu_check
 import projection
 from reporting import spread, write_json
+
+from models.registry import probabilistic
 
 
 def environment(device: str) -> dict:
@@ -81,6 +85,13 @@ def environment(device: str) -> dict:
     return info
 
 
+def quick_methods() -> list[str]:
+    """The quick check's methods: the default config's first point method and every probabilistic one."""
+    configured = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["methods"]
+    point = [m for m in configured if m not in probabilistic()][:1]
+    return point + [m for m in configured if m in probabilistic()]
+
+
 def parts(args) -> dict:
     """name -> a function returning that part's numbers, in the order they run."""
     out = Path(args.out)
@@ -88,7 +99,7 @@ def parts(args) -> dict:
     quick = ["--quick"] if args.quick else []
     check = ["--work", args.work, "--device", args.device, "--out", str(out / "gpu_check.json"), "--scratch", str(out / "runs")]
     if args.quick:
-        check += ["--methods", "vse0", "pcme"]
+        check += ["--methods", *quick_methods()]
     match = ["--size", "1k" if args.quick else "5k", "--device", args.device, "--json", str(out / "match_probability.json")]
     match += ["--both"] + (["--reference-queries", "2"] if args.quick else [])
     paper = [] if args.quick else ["--batch", "128", "--steps", "10"]
@@ -101,7 +112,7 @@ def parts(args) -> dict:
         "--backbone",
         "resnet152",
         "--methods",
-        "pcme",
+        *probabilistic(),
         "--no-sync",
         "--json",
         str(out / "step_no_sync.json"),

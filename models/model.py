@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 from torch import nn
 
 from models.encoders import TextEncoder, build_image_encoder
-from models.pcme import PCME
-from models.pvse import PVSE
-from models.vse import VSE
-
-METHODS = {"vse0": VSE, "vsepp": VSE, "pvse-k1": PVSE, "pvse-k2": PVSE, "pcme": PCME}
-
+from models.registry import STACK_SETTINGS, Method, method_entry
 
 BATCH_POSITIVES = ("pair", "image")
 
@@ -95,16 +92,16 @@ def per_dataset(value, dataset: str, dataset_format: str):
     raise KeyError(f"setting {value} has no value for {dataset!r} or its format {dataset_format!r}")
 
 
-# Method settings that configure the shared stack rather than the method's own class.
-STACK_SETTINGS = ("word_vectors_training",)
+def method_class(entry: Method) -> type[nn.Module]:
+    """The class a registry entry names, from the method's own file."""
+    return getattr(importlib.import_module(entry.module), entry.class_name)
 
 
-def method_arguments(method: str, settings: dict, dataset: str, dataset_format: str) -> dict:
-    """Keyword arguments of the method's class, per-dataset values resolved."""
-    args = {k: per_dataset(v, dataset, dataset_format) for k, v in settings.items() if k not in STACK_SETTINGS}
-    if METHODS[method] is not PVSE:
-        args.pop("embeddings")  # one embedding per item by definition
-    return args
+def method_arguments(entry: Method, settings: dict, dataset: str, dataset_format: str) -> dict:
+    """Keyword arguments of the method's class: its settings with the entry's defaults filled in,
+    per-dataset values resolved, the stack's own settings left out."""
+    complete = entry.complete(settings)
+    return {k: per_dataset(v, dataset, dataset_format) for k, v in complete.items() if k not in STACK_SETTINGS}
 
 
 def build_model(
@@ -118,16 +115,18 @@ def build_model(
     pretrained: bool = True,
     batch_positives: str = "pair",
 ) -> CrossModalModel:
-    """A model for ``method`` (vse0, vsepp, pvse-k1, pvse-k2, pcme) on one shared encoder stack.
+    """A model for a registered ``method`` (models/registry.py) on one shared encoder stack.
 
     The method's ``word_vectors_training`` setting goes to the text encoder, the others to its class.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; allowed: {sorted(METHODS)}")
+    entry = method_entry(method)
+    missing = [k for k in entry.required if k not in method_settings]
+    if missing:
+        raise ValueError(f"method {method!r}: settings {missing} have no value and no default in {entry.where}")
     images = build_image_encoder(image_encoder, pretrained)
     training = per_dataset(method_settings["word_vectors_training"], dataset, dataset_format)
     text = TextEncoder(word_vectors, embed_dim, training)
-    head = METHODS[method](
-        images.feature_dims, text.feature_dims, embed_dim, **method_arguments(method, method_settings, dataset, dataset_format)
+    head = method_class(entry)(
+        images.feature_dims, text.feature_dims, embed_dim, **method_arguments(entry, method_settings, dataset, dataset_format)
     )
     return CrossModalModel(images, text, head, batch_positives)

@@ -42,6 +42,76 @@ UNIFORMITY_MAX_POINTS = 128
 # Inside the square root of every training distance (criterions/probemb.py ``batchwise_cdist``).
 DISTANCE_EPS = 1e-6
 
+# The registry's entry (models/registry.py).
+METHODS = [
+    {
+        "name": "pcme",
+        "label": "PCME",
+        "color": "#8172b3",
+        "class": "PCME",
+        "scorings": ["match-prob", "sample-dot", "mu", "csd"],
+        "probabilistic": True,
+        # mu, log sigma and J samples per item (the samples drawn again at export from a fixed
+        # seed: draw_samples), and the learned a and b that match-prob scores with
+        "exports": {"items": ["mu", "log_sigma", "samples"], "drawn": "samples", "learned": ["a", "b"]},
+        "uncertainty": {"sigma": "log_sigma", "statistics": ["mean_log_sigma", "sum_sigma_sq"]},
+        "note": (
+            "PCME's own row ranks by match probability, the official COCO evaluation; PCME (sample-dot), the sum of "
+            "the J x J sample inner products, is the official CUB evaluation, the one the PCME paper's CUB table "
+            "used (evaluate_cub.py, eval_method matmul)."
+        ),
+        "settings": {
+            "samples": {"description": "Samples J per embedding (7 in the paper).", "type": "integer", "minimum": 1},
+            "init_scale": {
+                "description": "Initial a = b of sigmoid(-a d + b), standard sigmoid (the official 15/5 are 30/10 here).",
+                "$ref": "#/$defs/per_dataset_number",
+            },
+            "kl_weight": {"description": "beta (1e-5 COCO, 1e-3 CUB).", "$ref": "#/$defs/per_dataset_number"},
+            "uniformity_weight": {"description": "lambda (0 COCO, 10 CUB).", "$ref": "#/$defs/per_dataset_number"},
+            "init_log_sigma": {
+                "description": (
+                    "Initial log sigma of both modalities (the sigma heads' output bias); null = PyTorch's default "
+                    "initialisation, sigma near 1 (as the official code). One value, or one per dataset name or format."
+                ),
+                "oneOf": [
+                    {"type": ["number", "null"]},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "patternProperties": {"^(coco|cub|synthetic-coco|synthetic-cub)$": {"type": ["number", "null"]}},
+                    },
+                ],
+                "default": None,
+            },
+            "kl_form": {
+                "description": (
+                    "log-variance (the official code: -1/2 sum(1 + s - mean_z^2 - e^s), the log-sigma output s read as "
+                    "a log variance, mean_z the samples' mean) or log-sigma (the KL of N(mu, e^(2s)) that sampling "
+                    "uses). Summed over items and dimensions."
+                ),
+                "enum": ["log-variance", "log-sigma"],
+                "default": "log-variance",
+            },
+            "uniformity_form": {
+                "description": (
+                    "raw-subsampled (the official code: the raw samples, at most 128 drawn with replacement; unbounded "
+                    "below) or normalised (every sample, L2-normalised, as Wang & Isola define it)."
+                ),
+                "enum": ["raw-subsampled", "normalised"],
+                "default": "raw-subsampled",
+            },
+            "reduction": {
+                "description": (
+                    "sum (the official objective: every pair, both directions, KL summed) or mean (the same objective "
+                    "divided by its number of contrastive terms, 2 x batch^2; weights unchanged)."
+                ),
+                "enum": ["sum", "mean"],
+                "default": "sum",
+            },
+        },
+    }
+]
+
 
 class UncertaintyHead(nn.Module):
     """Image log sigma (D-dim, unconstrained) = W_g g + W_l pool(local), with its own attention branch.
@@ -237,6 +307,10 @@ class PCME(nn.Module):
 
     def embed_captions(self, global_feature, local, mask) -> dict:
         return self._embed(self.caption_head, self.caption_sigma, global_feature, local, mask)
+
+    def draw_samples(self, encoded: dict, generator: torch.Generator) -> torch.Tensor:
+        """The J samples of exported embeddings, drawn from ``generator`` (the embed stage's fixed seed)."""
+        return sample_embeddings(encoded["mu"], encoded["log_sigma"], self.samples, generator)
 
     def similarity(self, images: dict, captions: dict) -> torch.Tensor:
         return match_probability(images["samples"], captions["samples"], self.a, self.b)

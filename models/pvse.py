@@ -18,6 +18,22 @@ from torch import nn
 from models.heads import EmbeddingHead, FeatureDims
 from models.vse import HardestNegativeSchedule, hinge_triplet_loss
 
+_SETTINGS = {
+    "margin": {"description": "The MIL triplet loss's margin (0.1 in PVSE).", "type": "number", "exclusiveMinimum": 0},
+    "diversity_weight": {"description": "Weight of the diversity term (0.1).", "type": "number", "minimum": 0},
+    "mmd_weight": {"description": "Weight of the MMD term (0.01).", "type": "number", "minimum": 0},
+    "warmup_epochs": {"$ref": "#/$defs/warmup_epochs", "default": 0},
+}
+_EMBEDDINGS = {"description": "K, embeddings per item (attention heads).", "type": "integer", "minimum": 1, "maximum": 8}
+_PVSE = {"class": "PVSE", "scorings": ["max-cosine"], "probabilistic": False, "exports": {"items": ["embeddings"]}}
+# The registry's entries (models/registry.py): PVSE with K = 1 and K = 2.
+METHODS = [
+    {**_PVSE, "name": "pvse-k1", "label": "PVSE K=1", "color": "#dd8452",
+     "settings": {**_SETTINGS, "embeddings": {**_EMBEDDINGS, "default": 1}}},
+    {**_PVSE, "name": "pvse-k2", "label": "PVSE K=2", "color": "#c44e52",
+     "settings": {**_SETTINGS, "embeddings": {**_EMBEDDINGS, "default": 2}}},
+]  # fmt: skip
+
 
 def max_cosine(image_embeddings: torch.Tensor, caption_embeddings: torch.Tensor) -> torch.Tensor:
     """(N_i, K, D) and (N_c, K, D) unit vectors -> (N_i, N_c): the largest of the K x K cosines."""

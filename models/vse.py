@@ -14,6 +14,27 @@ from models.heads import EmbeddingHead, FeatureDims
 
 REDUCTIONS = ("sum", "mean")
 
+_SETTINGS = {
+    "margin": {"description": "The hinge's margin (0.2 in VSE++).", "type": "number", "exclusiveMinimum": 0},
+    "negatives": {
+        "description": "all (VSE0, sum over in-batch negatives) or hardest (VSE++, max violation).",
+        "enum": ["all", "hardest"],
+    },
+    "warmup_epochs": {"$ref": "#/$defs/warmup_epochs", "default": 0},
+}
+_VSE = {
+    "class": "VSE",
+    "scorings": ["cosine"],
+    "probabilistic": False,
+    "exports": {"items": ["embeddings"]},
+    "settings": _SETTINGS,
+}
+# The registry's entries (models/registry.py): two variants of one class.
+METHODS = [
+    {**_VSE, "name": "vse0", "label": "VSE0", "color": "#4c72b0"},
+    {**_VSE, "name": "vsepp", "label": "VSE++", "color": "#55a868"},
+]
+
 
 def hinge_triplet_loss(
     similarity: torch.Tensor, match: torch.Tensor, margin: float, hardest: bool, reduction: str = "sum"

@@ -5,6 +5,9 @@ Every problem is one line that names the key by its full path and says what is a
 
     config: method_settings.vsepp: unknown key 'margni' (did you mean 'margin'?); allowed: margin, negatives, ...
 
+The methods' settings are those their registry entries declare (``models.registry.with_method_settings``
+puts them into the schema).
+
 Torch-free: the Snakefile imports it on every plan.
 """
 
@@ -138,15 +141,14 @@ def evaluation_resize(augment: str, input_size: int) -> int:
 
 def recipe_problems(config: dict) -> list[str]:
     """What the schema cannot say: settings that validate but cannot run, for the configured
-    datasets and methods."""
+    datasets (the methods' settings: ``models.registry.settings_problems``)."""
     problems = []
-    for kind in ("dataset", "method"):
-        for name in config[f"{kind}s"]:
-            if name not in config[f"{kind}_settings"]:
-                problems.append(
-                    f"config: {kind}s lists {name!r} but {kind}_settings has no entry for it; "
-                    f"settings exist for {sorted(config[f'{kind}_settings'])}"
-                )
+    for name in config["datasets"]:
+        if name not in config["dataset_settings"]:
+            problems.append(
+                f"config: datasets lists {name!r} but dataset_settings has no entry for it; "
+                f"settings exist for {sorted(config['dataset_settings'])}"
+            )
     for name in config["datasets"]:
         data = config["dataset_settings"].get(name)
         if data is None:

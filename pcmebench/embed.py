@@ -5,11 +5,13 @@
         --output work/runs/synthetic-coco/pcme/seed0/embeddings_test.safetensors [--split test]
 
 The output (safetensors) holds ``image_ids`` and ``caption_ids`` in the split's
-order, ``caption_image_index`` (each caption's image row), and per method:
-``image_embeddings`` / ``caption_embeddings`` (N, K, D), K = 1 for VSE, K for
-PVSE; for PCME ``*_mu``, ``*_log_sigma`` (N, D), ``*_samples`` (N, J, D) drawn
-from a fixed seed so evaluation is deterministic, and the learned ``a`` and ``b``.
-The run's settings travel in the file's metadata.
+order, ``caption_image_index`` (each caption's image row), and what the method's
+registry entry exports (``models/registry.py``): each of its ``exports.items`` per
+modality as ``image_<item>`` / ``caption_<item>`` (VSE: ``embeddings`` (N, 1, D);
+PVSE: ``embeddings`` (N, K, D); PCME: ``mu``, ``log_sigma`` (N, D) and ``samples``
+(N, J, D)), the ``exports.drawn`` item drawn again from a fixed seed (the method's
+``draw_samples``) so evaluation is deterministic, and its ``exports.learned``
+scalars (PCME's ``a`` and ``b``). The run's settings travel in the file's metadata.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch.utils.data import DataLoader
 from corpora.batches import Captions, Images, image_transform, pad_tokens
 from corpora.errors import DataError
 from corpora.prepared import PreparedDataset
-from models.pcme import sample_embeddings
+from models.registry import method_entry
 from pcmebench.logs import log_to_stderr
 from pcmebench.runs import model_for, resolve_device, use_threads
 from pcmebench.tensorfiles import metadata_json, read_safetensors, write_safetensors
@@ -75,17 +77,20 @@ def embed_split(model, prepared: PreparedDataset, split_name: str, settings: dic
         "caption_ids": torch.tensor(split.captions["caption_id"]),
         "caption_image_index": torch.tensor(split.captions["image_index"]),
     }
+    method = method_entry(settings["method"])
     generator = torch.Generator(device=device).manual_seed(SAMPLE_SEED)
     for prefix, outputs in (("image", image_out), ("caption", caption_out)):
-        if "mu" in outputs[0]:
-            mu = torch.cat([o["mu"] for o in outputs])
-            log_sigma = torch.cat([o["log_sigma"] for o in outputs])
-            samples = sample_embeddings(mu, log_sigma, model.method.samples, generator)
-            tensors.update({f"{prefix}_mu": mu, f"{prefix}_log_sigma": log_sigma, f"{prefix}_samples": samples})
-        else:
-            tensors[f"{prefix}_embeddings"] = torch.cat([o["embeddings"] for o in outputs])
-    if hasattr(model.method, "a"):
-        tensors.update(a=model.method.a.detach().reshape(1), b=model.method.b.detach().reshape(1))
+        lacking = [item for item in method.items if item not in outputs[0]]
+        if lacking:
+            raise ValueError(
+                f"{method.where}: {method.class_name}.embed_{prefix}s returns no {lacking}, which the entry of "
+                f"{method.name!r} exports; it returns {sorted(outputs[0])}"
+            )
+        encoded = {item: torch.cat([o[item] for o in outputs]) for item in method.items if item != method.drawn}
+        if method.drawn:
+            encoded[method.drawn] = model.method.draw_samples(encoded, generator)
+        tensors.update({f"{prefix}_{item}": encoded[item] for item in method.items})
+    tensors.update({name: getattr(model.method, name).detach().reshape(1) for name in method.learned})
     return {k: v.float().cpu().contiguous() if v.is_floating_point() else v.cpu().contiguous() for k, v in tensors.items()}
 
 

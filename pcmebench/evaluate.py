@@ -17,17 +17,19 @@ metrics: the ``metrics`` package. Files written (atomically), values in percent:
 - ``per_query.parquet``: protocol, scoring, direction, query, metric, value: every
   per-query value behind metrics.csv (query = row of the query in the test split:
   image row for i2t, caption row for t2i); excluded queries have no row.
-- ``queries.parquet``: direction, query, u, sum_sigma_sq, true_matches: u = mean over
-  dimensions of log sigma and sum_sigma_sq = sum over dimensions of sigma^2 (PCME; NaN
-  otherwise), true_matches = the query's number of matches in the complete synthetic
-  ground truth (NaN on real data).
+- ``queries.parquet``: direction, query, u, sum_sigma_sq, true_matches: u = the method's own
+  uncertainty statistic (its registry entry's first; PCME's: the mean over dimensions of log
+  sigma) and sum_sigma_sq = sum over dimensions of sigma^2, for a probabilistic method (NaN
+  otherwise, and where the method does not list it), true_matches = the query's number of
+  matches in the complete synthetic ground truth (NaN on real data).
 - ``uncertainty.csv``: dataset, method, seed, protocol, scoring, direction, uncertainty,
-  bin, u_low, u_high, queries, metric, value: PCME's queries in 10 equal-count bins of
-  one uncertainty statistic (``mean_log_sigma``: u; ``sum_sigma_sq``: the sum of sigma^2,
-  PCME++'s), with scoring ``match-prob``: R@1 and PMRP (1K) or R-P (CUB, full) per bin,
-  on protocol 1K (COCO format) or CUB (CUB format), and full on synthetic data, for both
-  statistics; and PCME++'s analysis, sum_sigma_sq bins of 5K R@1 (protocol 5K) and of
-  ECCV mAP@R and CxC R@1 (protocol ECCV, each over its own queries), where those
+  bin, u_low, u_high, queries, metric, value: a probabilistic method's queries (those its
+  registry entry marks probabilistic) in 10 equal-count bins of each uncertainty statistic the
+  entry lists (PCME: ``mean_log_sigma``, u; ``sum_sigma_sq``, the sum of sigma^2, PCME++'s),
+  with the method's own scoring (PCME: ``match-prob``): R@1 and PMRP (1K) or R-P (CUB, full)
+  per bin, on protocol 1K (COCO format) or CUB (CUB format), and full on synthetic data, for
+  each statistic; and PCME++'s analysis, sum_sigma_sq bins (else the method's own statistic's)
+  of 5K R@1 (protocol 5K) and of ECCV mAP@R and CxC R@1 (protocol ECCV, each over its own queries), where those
   protocols run (real COCO). The metric column names the measure; the protocol says on
   which positives. Other methods: the header only.
 - ``uncertainty_summary.csv``: dataset, method, seed, protocol, scoring, direction,
@@ -36,8 +38,8 @@ metrics: the ``metrics`` package. Files written (atomically), values in percent:
   ``pearson_bin_r1`` (bin index against per-bin R@1), ``auroc_u`` (the statistic
   predicting an R@1 failure), ``spearman_u_log_matches`` (synthetic: the statistic
   against the log of the true number of matches; protocol full, with its 95% bootstrap
-  interval over queries as ``spearman_u_log_matches_ci_low`` / ``_ci_high``), all PCME with
-  match-prob; and ``auroc_margin`` (uncertainty ``score_margin``: the negative top-1
+  interval over queries as ``spearman_u_log_matches_ci_low`` / ``_ci_high``), all with the
+  method's own scoring; and ``auroc_margin`` (uncertainty ``score_margin``: the negative top-1
   minus top-2 score margin predicting an R@1 failure) for every method with its own
   scoring (cosine, max-cosine, match-prob). A statistic that is undefined (e.g. no
   failure) is logged, not written.
@@ -91,9 +93,7 @@ RSUM_PROTOCOLS = ("1K", "5K")
 RSUM_PARTS = ("R@1", "R@5", "R@10")
 UNCERTAINTY_PROTOCOLS = ("1K", "CUB", "full")
 PCMEPP_STATISTIC = "sum_sigma_sq"
-UNCERTAINTY_STATISTICS = ("mean_log_sigma", "sum_sigma_sq")
 MARGIN = "score_margin"
-UNCERTAINTY_SCORING = "match-prob"
 N_BINS = 10
 SPEARMAN_REPLICATES = 1000  # bootstrap resamples of the queries for the interval of spearman_u_log_matches
 
@@ -226,18 +226,21 @@ def _binned_metrics(task: RetrievalTask) -> dict[str, str]:
 
 
 def _analysis_arrays(
-    tasks: list[RetrievalTask], results: list[dict], margins: list[np.ndarray], n_queries: dict
+    tasks: list[RetrievalTask], results: list[dict], margins: list[np.ndarray], n_queries: dict, statistics: tuple[str, ...]
 ) -> list[_Analysis]:
+    """``statistics``: the method's uncertainty statistics; PCME++'s protocols bin by its
+    PCMEPP_STATISTIC where the method has it, else by the method's own."""
+    pcmepp = (PCMEPP_STATISTIC,) if PCMEPP_STATISTIC in statistics else statistics[:1]
     out: dict[tuple[str, str, str], _Analysis] = {}
     for task, values, margin in zip(tasks, results, margins):
         key = (task.protocol, task.direction, task.positives_source)  # the folds of 1K share one
         if key not in out:
             size = n_queries[task.direction]
             summary = task.protocol in UNCERTAINTY_PROTOCOLS
-            statistics = tuple(UNCERTAINTY_STATISTICS) if summary else (PCMEPP_STATISTIC,)
             out[key] = _Analysis(
-                task.protocol, task.direction, {}, _binned_metrics(task), np.full(size, np.nan), summary, statistics
-            )
+                task.protocol, task.direction, {}, _binned_metrics(task), np.full(size, np.nan), summary,
+                statistics if summary else pcmepp,
+            )  # fmt: skip
         analysis = out[key]
         for name in {"R@1", "first_rank", *analysis.binned}:
             analysis.values.setdefault(name, np.full(len(analysis.margin), np.nan))[task.queries] = values[name]
@@ -287,7 +290,7 @@ def _uncertainty_tables(analyses: list[_Analysis], scoring: str, u: dict | None,
         if a.summary:
             statistic(a.protocol, a.direction, MARGIN, "auroc_margin", auroc(-a.margin, failure))
     if u is not None and synthetic:
-        for name in UNCERTAINTY_STATISTICS:
+        for name in u:
             for direction in DIRECTIONS:
                 matches = true_matches[direction]
                 log_matches = np.where(matches > 0, np.log(np.where(matches > 0, matches, 1)), np.nan)
@@ -308,10 +311,7 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
     dataset, method = settings["dataset"], settings["method"]
     run = {k: settings[k] for k in RUN_COLUMNS}
     scorings = scorings_for(method)
-    if (method == "pcme") != embeddings.is_probabilistic:
-        raise ValueError(
-            f"{embeddings.path}: method {method!r} but the file holds {'PCME' if embeddings.is_probabilistic else 'point'} embeddings"
-        )
+    entry = embeddings.method  # the method's registry entry (check_settings: the same method)
     run_device = resolve_device(device or settings.get("device", "auto"))
     synthetic = dataset in SYNTHETIC_FORMAT
     tasks = protocol_tasks(split, dataset, prepared.raw_root, eccv_data)
@@ -359,8 +359,8 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
                 results.append(values)
                 margins.append(score_margin(scores))
         if analysed_tasks:
-            analyses = _analysis_arrays(analysed_tasks, results, margins, n_queries)
-            with_u = u if scoring == UNCERTAINTY_SCORING else None
+            analyses = _analysis_arrays(analysed_tasks, results, margins, n_queries, entry.statistics)
+            with_u = u if scoring == entry.primary_scoring else None
             scoring_bins, scoring_summary = _uncertainty_tables(analyses, scoring, with_u, true_matches, synthetic)
             bins += scoring_bins
             summary += scoring_summary
@@ -378,8 +378,8 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
                 {
                     "direction": d,
                     "query": np.arange(n_queries[d], dtype=np.int64),
-                    "u": u["mean_log_sigma"][d] if u is not None else np.full(n_queries[d], np.nan),
-                    "sum_sigma_sq": u["sum_sigma_sq"][d] if u is not None else np.full(n_queries[d], np.nan),
+                    "u": u[entry.uncertainty_statistic][d] if u is not None else np.full(n_queries[d], np.nan),
+                    "sum_sigma_sq": u[PCMEPP_STATISTIC][d] if u and PCMEPP_STATISTIC in u else np.full(n_queries[d], np.nan),
                     "true_matches": true_matches[d],
                 }
             )

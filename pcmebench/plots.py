@@ -5,7 +5,8 @@
 Every figure is written twice, as PNG (for the HTML page) and PDF (for papers), to
 ``<out>/<dataset>/<figure>.{png,pdf}``. Which figures exist depends only on the configured datasets
 and methods (:func:`figure_files`), so the workflow declares them before anything runs: the σ
-figures need PCME, the multiplicity figure a synthetic dataset (whose complete ground truth is
+figures need a method the registry marks probabilistic (one row of panels for each), the
+multiplicity figure a synthetic dataset (whose complete ground truth is
 known). A planned figure whose rows are missing from the tables is still written and says what is
 missing, so one empty table does not hide every other result.
 
@@ -27,30 +28,31 @@ import numpy as np
 import pandas as pd
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
+from models.registry import UNCERTAINTY_STATISTICS, registered
 from pcmebench.aggregate import SUMMARY_COLUMNS, UNCERTAINTY_COLUMNS, UNCERTAINTY_SUMMARY_COLUMNS
 from pcmebench.logs import log_to_stderr
 from pcmebench.tables import QUERIES_COLUMNS
 
 log = logging.getLogger("pcmebench.plots")
 
-METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
-METHOD_LABELS = {"vse0": "VSE0", "vsepp": "VSE++", "pvse-k1": "PVSE K=1", "pvse-k2": "PVSE K=2", "pcme": "PCME"}
-# Each method's own way to score a pair (what its paper retrieves with; PCME: match probability)
-# and PCME's other scorings, shown beside it. The same as pcmebench.scoring.SCORINGS (a test
-# checks), which is not imported here: it loads torch, and the workflow imports this module.
-PRIMARY_SCORING = {"vse0": "cosine", "vsepp": "cosine", "pvse-k1": "max-cosine", "pvse-k2": "max-cosine", "pcme": "match-prob"}
-SECONDARY_SCORINGS = {"pcme": ("sample-dot", "mu", "csd")}
+# Every registered method (models/registry.py, torch-free: the workflow imports this module), its
+# label and colour, its own way to score a pair (what its paper retrieves with; PCME: match
+# probability) and its other scorings, shown beside it.
+REGISTRY = registered()
+METHODS = tuple(REGISTRY)
+METHOD_LABELS = {name: m.label for name, m in REGISTRY.items()}
+METHOD_COLORS = {name: m.color for name, m in REGISTRY.items()}
+PRIMARY_SCORING = {name: m.primary_scoring for name, m in REGISTRY.items()}
+SECONDARY_SCORINGS = {name: m.scorings[1:] for name, m in REGISTRY.items() if len(m.scorings) > 1}
+MARGIN = "score_margin"  # the uncertainty column of the score-margin baseline every method has
 SECONDARY_HATCHES = {"sample-dot": "\\\\", "mu": "//", "csd": ".."}
 # The protocol a dataset's headline numbers use: COCO's 1K folds, CUB's test classes. Synthetic
 # datasets also have "full", the complete ground truth.
 PRIMARY_PROTOCOL = {"coco": "1K", "cub": "CUB"}
 FULL_PROTOCOL = "full"
 DIRECTIONS = {"i2t": "image → text", "t2i": "text → image"}
-# The uncertainty statistic the σ plots use: u = mean log σ (uncertainty.csv also has PCME++'s Σσ²).
-PLOTTED_UNCERTAINTY = "mean_log_sigma"
 # i2t queries are images, t2i queries are captions: σ of a modality is the u of its queries.
 QUERY_MODALITY = {"i2t": "images", "t2i": "captions"}
-METHOD_COLORS = {"vse0": "#4c72b0", "vsepp": "#55a868", "pvse-k1": "#dd8452", "pvse-k2": "#c44e52", "pcme": "#8172b3"}
 FORMATS = ("png", "pdf")
 RETRIEVAL_METRICS = ("R@1", "R@5", "R@10", "PMRP")
 
@@ -93,10 +95,20 @@ def primary_protocol(dataset: str) -> str:
         raise ResultsError(f"unknown dataset {dataset!r}; known: {known}") from None
 
 
+def probabilistic_methods(methods) -> list[str]:
+    """Those of ``methods`` the registry marks probabilistic (they have σ figures), in their order."""
+    return [m for m in methods if m in REGISTRY and REGISTRY[m].probabilistic]
+
+
+def plotted_uncertainty(method: str) -> str:
+    """The uncertainty statistic a probabilistic method's σ figures plot: its entry's first."""
+    return REGISTRY[method].uncertainty_statistic
+
+
 def figure_names(dataset: str, methods: list[str] | tuple[str, ...]) -> list[str]:
     """The figures of one dataset for the configured methods, in report order."""
     names = ["retrieval", "auroc"]
-    if "pcme" in methods:
+    if probabilistic_methods(methods):
         names += ["uncertainty_bins", "sigma_histogram"]
         if dataset in SYNTHETIC_FORMAT:
             names.append("sigma_multiplicity")
@@ -297,21 +309,24 @@ def seed_points(values: pd.Series) -> tuple[float, np.ndarray]:
 
 
 def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[str]):
-    """AUROC of the score margin (every method) and of PCME's σ (u) as predictors of an R@1 failure."""
+    """AUROC of the score margin (every method) and of each probabilistic method's own σ statistic
+    as predictors of an R@1 failure."""
     protocol = primary_protocol(dataset)
     table = uncertainty_summary
-    rows = table[(table["dataset"] == dataset) & (table["protocol"] == protocol) & (table["uncertainty"] != "sum_sigma_sq")]
-    bars = [(m, "auroc_margin", f"{METHOD_LABELS[m]}\nmargin") for m in methods]
-    if "pcme" in methods:
-        bars.append(("pcme", "auroc_u", "PCME\nσ (u)"))
+    rows = table[(table["dataset"] == dataset) & (table["protocol"] == protocol)]
+    bars = [(m, "auroc_margin", MARGIN, f"{METHOD_LABELS[m]}\nmargin") for m in methods]
+    bars += [(m, "auroc_u", plotted_uncertainty(m), f"{METHOD_LABELS[m]}\nσ") for m in probabilistic_methods(methods)]
     figure = new_figure(max(6, 0.95 * len(bars) * len(DIRECTIONS)), 4)
     figure.suptitle(f"{dataset}: how well each signal predicts an R@1 failure ({protocol}; dots: seeds; dashed: chance)")
     missing = f"uncertainty_summary.csv has no {protocol} {{direction}} rows for {dataset}"
     panels, filled = direction_panels(figure, rows, missing)
     for axes, here in filled:
-        for index, (method, statistic, _) in enumerate(bars):
+        for index, (method, statistic, uncertainty, _) in enumerate(bars):
             values = here[
-                (here["method"] == method) & (here["scoring"] == PRIMARY_SCORING[method]) & (here["statistic"] == statistic)
+                (here["method"] == method)
+                & (here["scoring"] == PRIMARY_SCORING[method])
+                & (here["statistic"] == statistic)
+                & (here["uncertainty"] == uncertainty)
             ]
             mean, points = seed_points(values["value"])
             axes.bar(index, mean, 0.7, color=METHOD_COLORS[method], alpha=1.0 if statistic == "auroc_u" else 0.6)
@@ -329,116 +344,141 @@ def uncertainty_protocols(dataset: str) -> list[str]:
     return [primary_protocol(dataset)] + ([FULL_PROTOCOL] if dataset in SYNTHETIC_FORMAT else [])
 
 
-def plot_uncertainty_bins(uncertainty: pd.DataFrame, dataset: str):
-    """Per-bin retrieval of PCME's queries sorted into equal-count bins of u (bin 0 = least uncertain)."""
+def method_rows(figure, methods: list[str]) -> list:
+    """One subfigure per probabilistic method, stacked, each titled with the method's label."""
+    subfigures = figure.subfigures(max(len(methods), 1), 1, squeeze=False)[:, 0]
+    for subfigure, method in zip(subfigures, methods, strict=False):
+        subfigure.suptitle(METHOD_LABELS[method], fontsize=10)
+    return list(subfigures)
+
+
+def plot_uncertainty_bins(uncertainty: pd.DataFrame, dataset: str, methods: list[str]):
+    """Per-bin retrieval of each probabilistic method's queries sorted into equal-count bins of its
+    own σ statistic (bin 0 = least uncertain), with its own scoring; one row per method."""
     protocols = uncertainty_protocols(dataset)
-    rows = uncertainty[
-        (uncertainty["dataset"] == dataset)
-        & (uncertainty["method"] == "pcme")
-        & uncertainty["protocol"].isin(protocols)
-        & (uncertainty["scoring"] == PRIMARY_SCORING["pcme"])
-        & (uncertainty["uncertainty"] == PLOTTED_UNCERTAINTY)
-    ]
-    figure = new_figure(10, 4.2)
-    figure.suptitle(f"{dataset}: PCME retrieval per σ bin ({PRIMARY_SCORING['pcme']} scoring; thin lines: seeds)")
-    colors = dict(zip(protocols, (METHOD_COLORS["pcme"], "#333333"), strict=False))
-    missing = f"uncertainty.csv has no PCME {'/'.join(protocols)} {{direction}} bins for {dataset}"
-    panels, filled = direction_panels(figure, rows, missing)
-    for axes, here in filled:
-        for protocol in protocols:
-            metrics = sorted(here.loc[here["protocol"] == protocol, "metric"].unique(), key=lambda m: (m != "R@1", m))
-            for metric, style in zip(metrics, ("-o", "--s", ":^"), strict=False):
-                cell = here[(here["protocol"] == protocol) & (here["metric"] == metric)]
-                per_seed = cell.pivot_table(index="bin", columns="seed", values="value")
-                if per_seed.shape[1] > 1:
-                    axes.plot(per_seed.index, per_seed.to_numpy(), style[:-1], color=colors[protocol], alpha=0.25, linewidth=1)
-                label = f"{metric}, {protocol} protocol"
-                axes.plot(per_seed.index, per_seed.mean(axis=1), style, color=colors[protocol], markersize=4, label=label)
-        axes.set_xlabel("σ bin (0 = most certain; equal-count bins of u)")
-        axes.xaxis.get_major_locator().set_params(integer=True)
-        axes.set_ylim(0, 100)
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    panels[0].set_ylabel("% (mean over seeds)")
+    chosen = probabilistic_methods(methods)
+    figure = new_figure(10, 4.2 * max(len(chosen), 1))
+    figure.suptitle(f"{dataset}: retrieval per σ bin (each method's own scoring; thin lines: seeds)")
+    for subfigure, method in zip(method_rows(figure, chosen), chosen, strict=True):
+        statistic = plotted_uncertainty(method)
+        rows = uncertainty[
+            (uncertainty["dataset"] == dataset)
+            & (uncertainty["method"] == method)
+            & uncertainty["protocol"].isin(protocols)
+            & (uncertainty["scoring"] == PRIMARY_SCORING[method])
+            & (uncertainty["uncertainty"] == statistic)
+        ]
+        colors = dict(zip(protocols, (METHOD_COLORS[method], "#333333"), strict=False))
+        missing = f"uncertainty.csv has no {method} {'/'.join(protocols)} {{direction}} bins of {statistic} for {dataset}"
+        panels, filled = direction_panels(subfigure, rows, missing)
+        for axes, here in filled:
+            for protocol in protocols:
+                metrics = sorted(here.loc[here["protocol"] == protocol, "metric"].unique(), key=lambda m: (m != "R@1", m))
+                for metric, style in zip(metrics, ("-o", "--s", ":^"), strict=False):
+                    cell = here[(here["protocol"] == protocol) & (here["metric"] == metric)]
+                    per_seed = cell.pivot_table(index="bin", columns="seed", values="value")
+                    if per_seed.shape[1] > 1:
+                        axes.plot(
+                            per_seed.index, per_seed.to_numpy(), style[:-1], color=colors[protocol], alpha=0.25, linewidth=1
+                        )
+                    label = f"{metric}, {protocol} protocol"
+                    axes.plot(per_seed.index, per_seed.mean(axis=1), style, color=colors[protocol], markersize=4, label=label)
+            axes.set_xlabel(f"σ bin (0 = most certain; equal-count bins of {UNCERTAINTY_STATISTICS[statistic]})")
+            axes.xaxis.get_major_locator().set_params(integer=True)
+            axes.set_ylim(0, 100)
+            axes.grid(alpha=0.3)
+            axes.legend(fontsize=8)
+        panels[0].set_ylabel("% (mean over seeds)")
     return figure
 
 
-def pcme_runs(runs: list[Run], dataset: str) -> list[Run]:
-    return sorted((r for r in runs if r.dataset == dataset and r.method == "pcme"), key=lambda r: r.seed)
+def method_runs(runs: list[Run], dataset: str, method: str) -> list[Run]:
+    return sorted((r for r in runs if r.dataset == dataset and r.method == method), key=lambda r: r.seed)
 
 
-def plot_sigma_histogram(runs: list[Run], dataset: str):
-    """Distribution of u = mean log σ of PCME's image embeddings and caption embeddings, one outline per seed."""
-    chosen = pcme_runs(runs, dataset)
-    figure = new_figure(10, 3.8)
-    panels = figure.subplots(1, len(QUERY_MODALITY), squeeze=False)[0]
-    figure.suptitle(f"{dataset}: PCME uncertainty u = mean log σ of each test embedding")
-    for axes, (direction, modality) in zip(panels, QUERY_MODALITY.items(), strict=True):
-        axes.set_title(f"{modality} ({direction} queries)")
-        values = {r.seed: r.queries.loc[r.queries["direction"] == direction, "u"].to_numpy(dtype=float) for r in chosen}
-        values = {seed: u[np.isfinite(u)] for seed, u in values.items()}
-        values = {seed: u for seed, u in values.items() if u.size}
-        if not values:
-            say_no_data(axes, f"no finite u of PCME {modality} ({direction} queries) in queries.parquet for {dataset}")
-            continue
-        edges = np.histogram_bin_edges(np.concatenate(list(values.values())), bins=40)
-        for seed, u in values.items():
-            axes.hist(u, bins=edges, histtype="step", linewidth=1.5, label=f"seed {seed} (n={u.size})")
-        axes.set_xlabel("u = mean log σ")
-        axes.set_ylabel(f"{modality} per bin")
-        axes.legend(fontsize=8)
+def plot_sigma_histogram(runs: list[Run], dataset: str, methods: list[str]):
+    """Distribution of each probabilistic method's own σ statistic (queries.parquet's u) over its image
+    and caption embeddings, one outline per seed; one row per method."""
+    chosen = probabilistic_methods(methods)
+    figure = new_figure(10, 3.8 * max(len(chosen), 1))
+    figure.suptitle(f"{dataset}: uncertainty of each test embedding")
+    for subfigure, method in zip(method_rows(figure, chosen), chosen, strict=True):
+        label = UNCERTAINTY_STATISTICS[plotted_uncertainty(method)]
+        panels = subfigure.subplots(1, len(QUERY_MODALITY), squeeze=False)[0]
+        for axes, (direction, modality) in zip(panels, QUERY_MODALITY.items(), strict=True):
+            axes.set_title(f"{modality} ({direction} queries)")
+            values = {
+                r.seed: r.queries.loc[r.queries["direction"] == direction, "u"].to_numpy(dtype=float)
+                for r in method_runs(runs, dataset, method)
+            }
+            values = {seed: u[np.isfinite(u)] for seed, u in values.items()}
+            values = {seed: u for seed, u in values.items() if u.size}
+            if not values:
+                say_no_data(axes, f"no finite u of {method} {modality} ({direction} queries) in queries.parquet for {dataset}")
+                continue
+            edges = np.histogram_bin_edges(np.concatenate(list(values.values())), bins=40)
+            for seed, u in values.items():
+                axes.hist(u, bins=edges, histtype="step", linewidth=1.5, label=f"seed {seed} (n={u.size})")
+            axes.set_xlabel(label)
+            axes.set_ylabel(f"{modality} per bin")
+            axes.legend(fontsize=8)
     return figure
 
 
-def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, dataset: str):
-    """u of each PCME query against its number of matches in the complete ground truth (log scale)."""
-    chosen = pcme_runs(runs, dataset)
-    figure = new_figure(10, 4)
-    panels = figure.subplots(1, len(QUERY_MODALITY), squeeze=False)[0]
-    figure.suptitle(f"{dataset}: PCME σ against how many items truly match a query")
-    correlations = uncertainty_summary[
-        (uncertainty_summary["dataset"] == dataset)
-        & (uncertainty_summary["method"] == "pcme")
-        & uncertainty_summary["statistic"].str.startswith("spearman_u_log_matches")
-        & (uncertainty_summary["uncertainty"] == PLOTTED_UNCERTAINTY)
-    ]
-    for axes, (direction, modality) in zip(panels, QUERY_MODALITY.items(), strict=True):
-        axes.set_title(f"{modality} ({direction} queries)")
-        points = []
-        for run in chosen:
-            queries = run.queries[run.queries["direction"] == direction]
-            keep = np.isfinite(queries["u"].to_numpy(dtype=float)) & (queries["true_matches"].to_numpy(dtype=float) > 0)
-            if keep.any():
-                points.append(
-                    (run.seed, queries["true_matches"].to_numpy(dtype=float)[keep], queries["u"].to_numpy(dtype=float)[keep])
+def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, dataset: str, methods: list[str]):
+    """Each probabilistic method's σ statistic of each query against its number of matches in the
+    complete ground truth (log scale); one row per method."""
+    chosen = probabilistic_methods(methods)
+    figure = new_figure(10, 4 * max(len(chosen), 1))
+    figure.suptitle(f"{dataset}: σ against how many items truly match a query")
+    for subfigure, method in zip(method_rows(figure, chosen), chosen, strict=True):
+        statistic = plotted_uncertainty(method)
+        label = UNCERTAINTY_STATISTICS[statistic]
+        panels = subfigure.subplots(1, len(QUERY_MODALITY), squeeze=False)[0]
+        correlations = uncertainty_summary[
+            (uncertainty_summary["dataset"] == dataset)
+            & (uncertainty_summary["method"] == method)
+            & uncertainty_summary["statistic"].str.startswith("spearman_u_log_matches")
+            & (uncertainty_summary["uncertainty"] == statistic)
+        ]
+        for axes, (direction, modality) in zip(panels, QUERY_MODALITY.items(), strict=True):
+            axes.set_title(f"{modality} ({direction} queries)")
+            points = []
+            for run in method_runs(runs, dataset, method):
+                queries = run.queries[run.queries["direction"] == direction]
+                u, matches = queries["u"].to_numpy(dtype=float), queries["true_matches"].to_numpy(dtype=float)
+                keep = np.isfinite(u) & (matches > 0)
+                if keep.any():
+                    points.append((run.seed, matches[keep], u[keep]))
+            if not points:
+                say_no_data(
+                    axes, f"no {method} {direction} queries with finite u and true_matches > 0 in queries.parquet for {dataset}"
                 )
-        if not points:
-            say_no_data(axes, f"no PCME {direction} queries with finite u and true_matches > 0 in queries.parquet for {dataset}")
-            continue
-        for seed, matches, u in points:
-            axes.scatter(matches, u, s=4, alpha=0.25, rasterized=True, label=f"seed {seed}")
-        matches = np.concatenate([m for _, m, _ in points])
-        u = np.concatenate([v for *_, v in points])
-        # Medians over log-spaced groups of the match count show the trend through the cloud.
-        edges = np.unique(np.geomspace(matches.min(), matches.max() + 1, num=12).round())
-        group = np.digitize(matches, edges)
-        centres = [np.exp(np.log(matches[group == g]).mean()) for g in np.unique(group)]
-        medians = [np.median(u[group == g]) for g in np.unique(group)]
-        axes.plot(centres, medians, "-o", color="black", markersize=4, label="median")
-        here = correlations[correlations["direction"] == direction]
-        rho = here.loc[here["statistic"] == "spearman_u_log_matches", "value"]
-        if len(rho):
-            text = f"Spearman ρ(u, log matches) = {rho.mean():.3f}"
-            low, high = (
-                here.loc[here["statistic"] == f"spearman_u_log_matches{end}", "value"] for end in ("_ci_low", "_ci_high")
-            )
-            if len(low) and len(high):
-                text += f"\n95% bootstrap interval [{low.mean():.3f}, {high.mean():.3f}]"
-            axes.text(0.02, 0.97, text, transform=axes.transAxes, va="top", fontsize=9)
-        axes.set_xscale("log")
-        axes.set_xlabel("true matches in the complete ground truth (log scale)")
-        axes.set_ylabel("u = mean log σ")
-        axes.legend(fontsize=8, loc="lower right")
+                continue
+            for seed, matches, u in points:
+                axes.scatter(matches, u, s=4, alpha=0.25, rasterized=True, label=f"seed {seed}")
+            matches = np.concatenate([m for _, m, _ in points])
+            u = np.concatenate([v for *_, v in points])
+            # Medians over log-spaced groups of the match count show the trend through the cloud.
+            edges = np.unique(np.geomspace(matches.min(), matches.max() + 1, num=12).round())
+            group = np.digitize(matches, edges)
+            centres = [np.exp(np.log(matches[group == g]).mean()) for g in np.unique(group)]
+            medians = [np.median(u[group == g]) for g in np.unique(group)]
+            axes.plot(centres, medians, "-o", color="black", markersize=4, label="median")
+            here = correlations[correlations["direction"] == direction]
+            rho = here.loc[here["statistic"] == "spearman_u_log_matches", "value"]
+            if len(rho):
+                text = f"Spearman ρ(u, log matches) = {rho.mean():.3f}"
+                low, high = (
+                    here.loc[here["statistic"] == f"spearman_u_log_matches{end}", "value"] for end in ("_ci_low", "_ci_high")
+                )
+                if len(low) and len(high):
+                    text += f"\n95% bootstrap interval [{low.mean():.3f}, {high.mean():.3f}]"
+                axes.text(0.02, 0.97, text, transform=axes.transAxes, va="top", fontsize=9)
+            axes.set_xscale("log")
+            axes.set_xlabel("true matches in the complete ground truth (log scale)")
+            axes.set_ylabel(label)
+            axes.legend(fontsize=8, loc="lower right")
     return figure
 
 
@@ -500,7 +540,9 @@ def write_figures(
     methods = list(methods or dict.fromkeys(r.method for r in runs))
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
-        raise ResultsError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        raise ResultsError(
+            f"unknown method(s) {', '.join(unknown)}: no file in models/ declares them; registered: {', '.join(METHODS)}"
+        )
     written = []
     for dataset in datasets:
         for name in figure_names(dataset, methods):
@@ -509,11 +551,11 @@ def write_figures(
             elif name == "auroc":
                 figure = plot_auroc(uncertainty_summary, dataset, methods)
             elif name == "uncertainty_bins":
-                figure = plot_uncertainty_bins(uncertainty, dataset)
+                figure = plot_uncertainty_bins(uncertainty, dataset, methods)
             elif name == "sigma_histogram":
-                figure = plot_sigma_histogram(runs, dataset)
+                figure = plot_sigma_histogram(runs, dataset, methods)
             elif name == "sigma_multiplicity":
-                figure = plot_sigma_multiplicity(runs, uncertainty_summary, dataset)
+                figure = plot_sigma_multiplicity(runs, uncertainty_summary, dataset, methods)
             else:
                 figure = plot_training_curves(runs, dataset, methods)
             written += save(figure, out, dataset, name)

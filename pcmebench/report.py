@@ -26,16 +26,20 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from models.registry import UNCERTAINTY_STATISTICS
 from pcmebench.aggregate import PAPER_COLUMNS, RUN_RECORD_KEYS, SUMMARY_COLUMNS, UNCERTAINTY_COLUMNS, UNCERTAINTY_SUMMARY_COLUMNS
 from pcmebench.plots import (
     DIRECTIONS,
     FIGURES,
+    MARGIN,
     METHOD_LABELS,
     METHODS,
     PRIMARY_SCORING,
+    REGISTRY,
     ResultsError,
     method_series,
     primary_protocol,
+    probabilistic_methods,
     read_table,
     series_label,
     uncertainty_protocols,
@@ -60,10 +64,14 @@ STATISTICS = {
 }
 # Statistics with a bootstrap interval carry it in two more rows, <statistic>_ci_low and _ci_high.
 INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
-UNCERTAINTIES = {
+# The uncertainty column's values: the registry's statistics (models/registry.py), described, and
+# the score-margin baseline.
+DESCRIBED = {
     "mean_log_sigma": "u, the mean over dimensions of log σ",
     "sum_sigma_sq": "Σσ², the sum over dimensions of σ² (PCME++ bins by it)",
-    "score_margin": "the score margin (no σ)",
+}
+UNCERTAINTIES = {name: DESCRIBED.get(name, label) for name, label in UNCERTAINTY_STATISTICS.items()} | {
+    MARGIN: "the score margin (no σ)"
 }
 # Display order of the collapsed full table (results/README.md lists these names); others go last.
 PROTOCOL_ORDER = ("1K", "5K", "CUB", "ECCV", "full")
@@ -184,7 +192,9 @@ class Report:
         )
         unknown = sorted(set(named) - set(METHODS))
         if unknown:
-            raise ResultsError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+            raise ResultsError(
+                f"unknown method(s) {', '.join(unknown)}: no file in models/ declares them; registered: {', '.join(METHODS)}"
+            )
         self.methods = named
         self.figures = self.find_figures()
 
@@ -306,15 +316,14 @@ class Report:
         return f"<details><summary>All {len(body)} rows of summary.csv for {esc(dataset)}</summary>{table}</details>"
 
     def retrieval_section(self) -> str:
+        notes = " ".join(REGISTRY[m].note for m in self.methods if REGISTRY[m].note)
         parts = [
             '<h2 id="retrieval">Retrieval</h2>',
             (
                 '<p class="note">Mean over seeds in percent; below it the 95% bootstrap confidence interval (queries '
                 "resampled, combined over seeds); in brown the published number where one exists. Bold: the highest mean "
-                "of a column (overlapping intervals mean the difference may not be real). Grey rows: PCME's other scorings. "
-                "PCME's own row ranks by match probability, the official COCO evaluation; PCME (sample-dot), the sum of "
-                "the J x J sample inner products, is the official CUB evaluation, the one the PCME paper's CUB table "
-                "used (evaluate_cub.py, eval_method matmul).</p>"
+                "of a column (overlapping intervals mean the difference may not be real). Grey rows: a method's other "
+                f"scorings; each method's own row ranks by its own scoring. {esc(notes)}</p>"
             ),
         ]
         for dataset in self.datasets:
@@ -366,10 +375,11 @@ class Report:
         legend += "".join(f"<li><code>{esc(u)}</code>: {esc(text)}</li>" for u, text in UNCERTAINTIES.items())
         return table_html(header, body, label_columns=4, row_classes=classes) + f'<ul class="note">{legend}</ul>'
 
-    def bins_table(self, dataset: str) -> str:
-        """PCME's per-bin retrieval, mean over seeds, in a collapsed table beside the bin figure."""
+    def bins_table(self, dataset: str, method: str) -> str:
+        """A probabilistic method's per-bin retrieval with its own scoring, mean over seeds, in a
+        collapsed table beside the bin figure."""
         table = self.uncertainty
-        rows = table[(table["dataset"] == dataset) & (table["method"] == "pcme") & (table["scoring"] == PRIMARY_SCORING["pcme"])]
+        rows = table[(table["dataset"] == dataset) & (table["method"] == method) & (table["scoring"] == PRIMARY_SCORING[method])]
         parts = []
         protocols = uncertainty_protocols(dataset) + [p for p in PCMEPP_PROTOCOLS if p in set(rows["protocol"])]
         for protocol, uncertainty in itertools.product(protocols, UNCERTAINTIES):
@@ -400,22 +410,29 @@ class Report:
                     parts.append(f"<h4>{title}</h4>" + table_html(header, body))
         if not parts:
             return ""
-        return f"<details><summary>PCME per-bin values for {esc(dataset)} (bin 0 = most certain; mean over seeds)</summary>{''.join(parts)}</details>"
+        label = esc(METHOD_LABELS[method])
+        return f"<details><summary>{label} per-bin values for {esc(dataset)} (bin 0 = most certain; mean over seeds)</summary>{''.join(parts)}</details>"
 
     def uncertainty_section(self) -> str:
+        probabilistic = probabilistic_methods(self.methods)
+        statistics = "; ".join(
+            f"{METHOD_LABELS[m]}: " + ", ".join(UNCERTAINTIES[s] for s in REGISTRY[m].statistics) for m in probabilistic
+        )
         parts = [
             '<h2 id="uncertainty">Uncertainty</h2>',
             (
-                '<p class="note">Does a query\'s predicted uncertainty (PCME only: u = mean log σ, and Σσ², the sum of σ² '
-                "that PCME++ bins by) tell in advance that retrieval will fail? Compared with the score margin (top-1 minus "
-                "top-2), a signal every method has. "
+                "<p class=\"note\">Does a query's predicted uncertainty (the probabilistic methods' σ statistics, "
+                f"{esc(statistics or 'none configured')}) tell in advance that retrieval will fail? Compared with the "
+                "score margin (top-1 minus top-2), a signal every method has. "
                 "AUROC 0.5 is chance. Mean over seeds at each dataset's primary protocol and, on synthetic data, on the "
                 "complete ground truth (<code>full</code>).</p>"
             ),
         ]
         for dataset in self.datasets:
             parts.append(f'<h3 id="uncertainty-{esc(dataset)}">{esc(dataset)}</h3>')
-            parts += [self.statistics_table(dataset), self.bins_table(dataset), self.figures_of(dataset, "Uncertainty")]
+            parts.append(self.statistics_table(dataset))
+            parts += [self.bins_table(dataset, method) for method in probabilistic]
+            parts.append(self.figures_of(dataset, "Uncertainty"))
         return "".join(parts)
 
     def training_section(self) -> str:

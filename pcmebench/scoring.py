@@ -6,11 +6,12 @@ stays bounded at COCO 5K size (5,000 x 25,000), on CUDA when asked for, in fp32:
 bf16 products change top-10 rankings (measured for issue 4), so no reduced
 precision is used.
 
-Scorings, by method:
+Which scorings a method has, its own first, and which tensors each scoring reads: its registry
+entry (``models/registry.py``, ``SCORINGS``). The scorings:
 
 - ``cosine`` (VSE0, VSE++): cosine of the two embeddings.
 - ``max-cosine`` (PVSE, Song & Soleymani 2019): the largest of the K x K cosines.
-- PCME (Chun et al. 2021) four ways: ``match-prob``, the match probability,
+- Gaussian embeddings (PCME, Chun et al. 2021) four ways: ``match-prob``, the match probability,
   mean over the J x J sample pairs of sigmoid(-a ||z_i - z_c|| + b) on the
   stored samples with the learned a and b (``models.pcme.match_probability``;
   the official COCO evaluation, evaluate_recall_coco.py); ``sample-dot``, the sum
@@ -21,7 +22,8 @@ Scorings, by method:
   2024) ||mu_i - mu_c||^2 + sum sigma_i^2 + sum sigma_c^2, lower = closer, so its
   negative is the score.
 
-The embeddings file is the one ``pcmebench.embed`` writes.
+The embeddings file is the one ``pcmebench.embed`` writes: what it holds is the method's entry's
+``exports``.
 """
 
 from __future__ import annotations
@@ -35,19 +37,10 @@ import torch.nn.functional as F
 
 from models.pcme import match_probability
 from models.pvse import max_cosine
+from models.registry import SCORINGS, Method, RegistryError, method_entry
 from pcmebench.tensorfiles import metadata_json, read_safetensors
 
-# The scorings of each method; the first is the method's own (its "primary" scoring).
-SCORINGS = {
-    "vse0": ("cosine",),
-    "vsepp": ("cosine",),
-    "pvse-k1": ("max-cosine",),
-    "pvse-k2": ("max-cosine",),
-    "pcme": ("match-prob", "sample-dot", "mu", "csd"),
-}
-GAUSSIAN_SCORINGS = ("match-prob", "sample-dot", "mu", "csd")
-PCME_KEYS = ("image_mu", "image_log_sigma", "image_samples", "caption_mu", "caption_log_sigma", "caption_samples", "a", "b")
-EMBEDDING_KEYS = ("image_embeddings", "caption_embeddings")
+MODALITIES = ("image", "caption")
 ID_KEYS = ("image_ids", "caption_ids", "caption_image_index")
 BLOCK_BYTES = 128 * 2**20  # size of one block of the score matrix's intermediate products
 
@@ -64,8 +57,13 @@ class Embeddings:
     settings: dict
 
     @property
+    def method(self) -> Method:
+        """The registry entry of the method that wrote the file."""
+        return method_entry(self.settings["method"])
+
+    @property
     def is_probabilistic(self) -> bool:
-        return "image_samples" in self.tensors
+        return self.method.probabilistic
 
 
 def load_embeddings(path: str | Path) -> Embeddings:
@@ -73,35 +71,38 @@ def load_embeddings(path: str | Path) -> Embeddings:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: embeddings file not found; run the embed rule")
-    tensors, metadata = read_safetensors(path, "embeddings", "rerun the embed rule for this run")
-    missing = [k for k in ID_KEYS if k not in tensors]
-    if "image_samples" in tensors:
-        missing += [k for k in PCME_KEYS if k not in tensors]
-    elif not all(k in tensors for k in EMBEDDING_KEYS):
-        missing += [k for k in EMBEDDING_KEYS if k not in tensors]
+    fix = "rerun the embed rule for this run"
+    tensors, metadata = read_safetensors(path, "embeddings", fix)
+    settings = metadata_json(path, metadata, "settings", fix) if "settings" in metadata else {}
+    if "method" not in settings:
+        raise ValueError(f"{path}: not an embeddings file of pcmebench.embed; no method in its settings metadata; {fix}")
+    try:
+        method = method_entry(settings["method"])
+    except RegistryError as error:
+        raise ValueError(f"{path}: {error}") from None
+    exported = [*method.exported("image"), *method.exported("caption"), *method.learned]
+    missing = [k for k in (*ID_KEYS, *exported) if k not in tensors]
     if missing:
-        raise ValueError(f"{path}: not an embeddings file of pcmebench.embed; missing {missing}")
+        raise ValueError(f"{path}: not an embeddings file of pcmebench.embed for {method.name}; missing {missing}")
     ids = {k: tensors.pop(k).numpy().astype(np.int64) for k in ID_KEYS}
     n_images, n_captions = len(ids["image_ids"]), len(ids["caption_ids"])
     if len(ids["caption_image_index"]) != n_captions:
         raise ValueError(f"{path}: {len(ids['caption_image_index'])} caption_image_index entries for {n_captions} caption ids")
     for key, value in tensors.items():
-        if key in ("a", "b"):
+        if key in method.learned:
             continue
         expected = n_images if key.startswith("image_") else n_captions
         if value.shape[0] != expected:
             raise ValueError(f"{path}: {key} has {value.shape[0]} rows, expected {expected}")
         if not torch.isfinite(value).all():
             raise ValueError(f"{path}: {key} holds NaN or infinite values")
-    settings = metadata_json(path, metadata, "settings", "rerun the embed rule for this run") if "settings" in metadata else {}
     tensors = {k: v.float() for k, v in tensors.items()}
     return Embeddings(path, ids["image_ids"], ids["caption_ids"], ids["caption_image_index"], tensors, settings)
 
 
 def scorings_for(method: str) -> tuple[str, ...]:
-    if method not in SCORINGS:
-        raise ValueError(f"unknown method {method!r}; allowed: {sorted(SCORINGS)}")
-    return SCORINGS[method]
+    """A registered method's scorings, its own first."""
+    return method_entry(method).scorings
 
 
 def _rows_per_block(bytes_per_row: int, block_bytes: int) -> int:
@@ -152,12 +153,13 @@ def sample_dot_scores(image_samples, caption_samples) -> torch.Tensor:
 
 def score_matrix(embeddings: Embeddings, scoring: str, device: torch.device | str = "cpu") -> np.ndarray:
     """The (N_i, N_c) float32 score matrix of one scoring, computed on ``device``, returned on the CPU."""
-    t = embeddings.tensors
-    needs_gaussians = scoring in GAUSSIAN_SCORINGS
-    if needs_gaussians != embeddings.is_probabilistic:
-        kind = "PCME (mu, log sigma, samples)" if embeddings.is_probabilistic else "point embeddings"
-        raise ValueError(f"{embeddings.path}: scoring {scoring!r} does not apply to {kind}")
-    on = {k: v.to(device) for k, v in t.items()}
+    if scoring not in SCORINGS:
+        raise ValueError(f"unknown scoring {scoring!r}; allowed: {', '.join(SCORINGS)}")
+    reads = [f"{m}_{item}" for item in SCORINGS[scoring]["items"] for m in MODALITIES] + list(SCORINGS[scoring]["learned"])
+    lacking = [k for k in reads if k not in embeddings.tensors]
+    if lacking:
+        raise ValueError(f"{embeddings.path}: scoring {scoring!r} reads {lacking}, which these embeddings do not hold")
+    on = {k: v.to(device) for k, v in embeddings.tensors.items()}
     if scoring in ("cosine", "max-cosine"):
         if scoring == "cosine" and (on["image_embeddings"].shape[1] != 1 or on["caption_embeddings"].shape[1] != 1):
             raise ValueError(f"{embeddings.path}: scoring 'cosine' needs one embedding per item, found K > 1; use 'max-cosine'")
@@ -168,26 +170,34 @@ def score_matrix(embeddings: Embeddings, scoring: str, device: torch.device | st
         scores = csd_scores(on["image_mu"], on["image_log_sigma"], on["caption_mu"], on["caption_log_sigma"])
     elif scoring == "sample-dot":
         scores = sample_dot_scores(on["image_samples"], on["caption_samples"])
-    elif scoring == "match-prob":
+    else:  # match-prob
         scores = match_probability(on["image_samples"], on["caption_samples"], on["a"].reshape(()), on["b"].reshape(()))
-    else:
-        raise ValueError(f"unknown scoring {scoring!r}; allowed: {sorted({s for v in SCORINGS.values() for s in v})}")
     scores = scores.float().cpu().numpy()
     if not np.isfinite(scores).all():
         raise ValueError(f"{embeddings.path}: scoring {scoring!r} produced non-finite scores")
     return scores
 
 
+# How each uncertainty statistic of the registry (models/registry.py, UNCERTAINTY_STATISTICS) is
+# computed from (N, D) log sigma: one value per item.
+STATISTICS = {
+    "mean_log_sigma": lambda log_sigma: log_sigma.mean(1),
+    "sum_sigma_sq": lambda log_sigma: (2 * log_sigma).exp().sum(1),
+}
+
+
 def uncertainty_statistics(embeddings: Embeddings) -> dict[str, dict[str, np.ndarray]]:
-    """Per-query uncertainty statistics of PCME's embeddings, by name and direction.
+    """Per-query uncertainty statistics of a probabilistic method's embeddings, by name and direction:
+    the statistics its registry entry lists, from the log σ it exports.
 
     ``mean_log_sigma`` (u): the mean over dimensions of log sigma, the log of sigma's
     geometric mean; ``sum_sigma_sq``: the sum over dimensions of sigma^2, the trace of
     the covariance, which PCME++ (Chun, ICLR 2024) bins by. i2t queries are images,
     t2i queries captions.
     """
-    log_sigma = {"i2t": embeddings.tensors["image_log_sigma"].double(), "t2i": embeddings.tensors["caption_log_sigma"].double()}
-    return {
-        "mean_log_sigma": {d: v.mean(1).numpy() for d, v in log_sigma.items()},
-        "sum_sigma_sq": {d: (2 * v).exp().sum(1).numpy() for d, v in log_sigma.items()},
+    method = embeddings.method
+    log_sigma = {
+        "i2t": embeddings.tensors[f"image_{method.sigma}"].double(),
+        "t2i": embeddings.tensors[f"caption_{method.sigma}"].double(),
     }
+    return {name: {d: STATISTICS[name](v).numpy() for d, v in log_sigma.items()} for name in method.statistics}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from corpora.prepared import prepare_dataset
 from corpora.synthetic import write_synthetic_coco, write_synthetic_cub
@@ -59,12 +60,42 @@ def prepared_cub(tiny_cub_source, tmp_path_factory) -> Path:
     return out
 
 
+PACKAGES = ("corpora", "metrics", "models", "pcmebench")
+
+
 def copy_workflow(root: Path) -> Path:
     """A copy of the workflow files in a temporary working directory."""
     for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
     return root
+
+
+def copy_packages(root: Path) -> Path:
+    """A copy of the Python packages beside a copied workflow, which its jobs then import (the
+    workflow's folder comes first on their path): a test may change them there."""
+    for name in PACKAGES:
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def preset(*configfiles: str, root: Path = REPO) -> dict:
+    """config/config.yaml with each of ``configfiles`` merged over it key by key, as Snakemake merges --configfile."""
+    from pcmebench.runs import merge_config
+
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    for name in configfiles:
+        config = merge_config(config, yaml.safe_load((root / name).read_text()))
+    return config
+
+
+def runs_of(config: dict) -> int:
+    """How many training runs a config plans: every dataset x method x seed."""
+    return len(config["datasets"]) * len(config["methods"]) * len(config["seeds"])
+
+
+# Where the smoke preset's tables, figures and report go (its results_dir).
+SMOKE_RESULTS = Path(preset(SMOKE[1])["results_dir"])
 
 
 def snakemake(cwd: Path, *args: str, timeout: int = 1200, env: dict | None = None) -> subprocess.CompletedProcess:

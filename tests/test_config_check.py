@@ -11,11 +11,13 @@ import pytest
 import torch
 import yaml
 
+from models.registry import settings_problems, with_method_settings
 from pcmebench.configcheck import load_schema, recipe_problems, schema_problems
 from pcmebench.runs import merge_config
 from tests.conftest import REPO
 
-SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+# The schema as the workflow validates with it: each method's settings from its registry entry.
+SCHEMA = with_method_settings(load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml"))
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
@@ -45,7 +47,28 @@ def with_value(path: list, value) -> dict:
 def test_every_committed_preset_passes(preset):
     config = merge_config(DEFAULT, yaml.safe_load((REPO / "config" / preset).read_text()))
     assert schema_problems(config, SCHEMA) == []
-    assert recipe_problems(config) == []
+    assert settings_problems(config) == [] and recipe_problems(config) == []
+
+
+def test_a_setting_without_value_or_default_names_the_method_the_setting_and_where():
+    config = copy.deepcopy(DEFAULT)
+    del config["method_settings"]["pcme"]["samples"]
+    del config["method_settings"]["vse0"]
+    assert schema_problems(config, SCHEMA) == []  # which settings a method needs: settings_problems says it better
+    assert settings_problems(config) == [
+        (
+            "config: method_settings.vse0: missing 'word_vectors_training', 'margin', 'negatives', setting(s) of vse0 without "
+            "a default in models/vse.py; add them under method_settings.vse0 in the config (or a 'default' to the setting in "
+            "models/vse.py)"
+        ),
+        (
+            "config: method_settings.pcme: missing 'samples', setting(s) of pcme without a default in models/pcme.py; add "
+            "them under method_settings.pcme in the config (or a 'default' to the setting in models/pcme.py)"
+        ),
+    ]
+    # a setting with a default (models/pcme.py: reduction) may be left out
+    del config["method_settings"]["pcme"]["reduction"]
+    assert "reduction" not in " ".join(settings_problems(config))
 
 
 @pytest.mark.parametrize(
@@ -152,7 +175,8 @@ def test_device_cuda_without_cuda_stops_the_plan_before_any_job():
     "override, message",
     [
         ('datasets=["synthetic-coco","imagenet"]', "config: datasets[1]: 'imagenet' is not one of ['synthetic-coco', 'synthetic-cub', 'coco', 'cub']"),
-        ('methods=["pcme","clip"]', "config: methods[1]: 'clip' is not one of ['vse0', 'vsepp', 'pvse-k1', 'pvse-k2', 'pcme']"),
+        ('methods=["pcme","clip"]', "config: methods[1]: unknown method 'clip': no file in models/ declares it; registered: "),
+        ('methods=["pcme","vsepq"]', "config: methods[1]: unknown method 'vsepq' (did you mean 'vsepp'?)"),
         ("device=tpu", "config: device: 'tpu' is not one of ['auto', 'cpu', 'cuda']"),
     ],
 )  # fmt: skip

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from corpora.prepared import PreparedDataset
 from metrics import pmrp, recall_at_k
+from models.registry import registered
 from pcmebench.evaluate import evaluate_run
 from pcmebench.protocols import EvaluationSplit
 from pcmebench.tables import (
@@ -28,7 +29,9 @@ from tests.conftest import REPO
 
 DIM = 16
 SAMPLES = 3
-PRIMARY = {"vse0": "cosine", "vsepp": "cosine", "pvse-k1": "max-cosine", "pvse-k2": "max-cosine", "pcme": "match-prob"}
+REGISTRY = registered()
+PRIMARY = {name: m.primary_scoring for name, m in REGISTRY.items()}
+LEARNED = {"a": 10.0, "b": 5.0}  # PCME's scale and shift; any other learned scalar is 1
 
 
 def split_of(prepared_dir) -> EvaluationSplit:
@@ -36,11 +39,14 @@ def split_of(prepared_dir) -> EvaluationSplit:
 
 
 def write_embeddings(path, split: EvaluationSplit, method: str, dataset: str, image_vectors, caption_vectors, log_sigma=None):
-    """An embeddings file as pcmebench.embed writes it, from (N_i, D) and (N_c, D) vectors.
+    """An embeddings file as pcmebench.embed writes it for ``method``'s registry entry, from (N_i, D)
+    and (N_c, D) vectors.
 
-    PVSE with K = 2 gets a second, random embedding per item; PCME gets mu = the vectors,
-    the given (or a small constant) log sigma, and samples mu + eps * sigma.
+    ``embeddings``: the vectors, and K - 1 more random ones per item for a method whose K (the
+    ``embeddings`` setting's default) is above 1 (PVSE K=2); ``mu``: the vectors; ``log_sigma``:
+    the given (or a small constant) log sigma; ``samples``: mu + eps * sigma.
     """
+    entry = REGISTRY[method]
     generator = torch.Generator().manual_seed(1)
     images, captions = torch.as_tensor(image_vectors, dtype=torch.float32), torch.as_tensor(caption_vectors, dtype=torch.float32)
     tensors = {
@@ -48,21 +54,21 @@ def write_embeddings(path, split: EvaluationSplit, method: str, dataset: str, im
         "caption_ids": torch.as_tensor(split.caption_ids),
         "caption_image_index": torch.as_tensor(split.caption_image),
     }
-    if method == "pcme":
-        for prefix, mu in (("image", images), ("caption", captions)):
-            sigma = torch.full_like(mu, -6.0) if log_sigma is None else torch.as_tensor(log_sigma[prefix], dtype=torch.float32)
-            eps = torch.randn((len(mu), SAMPLES, mu.shape[1]), generator=generator)
-            tensors.update(
-                {f"{prefix}_mu": mu, f"{prefix}_log_sigma": sigma, f"{prefix}_samples": mu[:, None] + eps * sigma.exp()[:, None]}
-            )
-        tensors.update(a=torch.tensor([10.0]), b=torch.tensor([5.0]))
-    else:
-        k = 2 if method == "pvse-k2" else 1
-        for prefix, vectors in (("image", images), ("caption", captions)):
-            extra = [
-                torch.nn.functional.normalize(torch.randn(vectors.shape, generator=generator), dim=1) * 0.1 for _ in range(k - 1)
-            ]
-            tensors[f"{prefix}_embeddings"] = torch.stack([vectors, *extra], dim=1)
+    k = entry.defaults.get("embeddings", 1)
+    for prefix, vectors in (("image", images), ("caption", captions)):
+        sigma = torch.full_like(vectors, -6.0) if log_sigma is None else torch.as_tensor(log_sigma[prefix], dtype=torch.float32)
+        eps = torch.randn((len(vectors), SAMPLES, vectors.shape[1]), generator=generator)
+        extra = [
+            torch.nn.functional.normalize(torch.randn(vectors.shape, generator=generator), dim=1) * 0.1 for _ in range(k - 1)
+        ]
+        made = {
+            "embeddings": torch.stack([vectors, *extra], dim=1),
+            "mu": vectors,
+            "log_sigma": sigma,
+            "samples": vectors[:, None] + eps * sigma.exp()[:, None],
+        }
+        tensors.update({f"{prefix}_{item}": made[item] for item in entry.items})
+    tensors.update({name: torch.tensor([LEARNED.get(name, 1.0)]) for name in entry.learned})
     settings = {"dataset": dataset, "method": method, "seed": 0, "device": "cpu"}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"settings": json.dumps(settings)})
     return settings
@@ -75,7 +81,7 @@ def perfect_vectors(split: EvaluationSplit):
     return images, images[split.caption_image]
 
 
-@pytest.mark.parametrize("method", ["vse0", "pvse-k2", "pcme"])
+@pytest.mark.parametrize("method", list(REGISTRY))
 def test_perfect_embeddings_score_100_and_the_tables_have_their_schemas(method, prepared, tmp_path):
     split = split_of(prepared)
     assert split.n_images <= DIM
@@ -89,7 +95,7 @@ def test_perfect_embeddings_score_100_and_the_tables_have_their_schemas(method, 
     assert list(result.queries.columns) == QUERIES_COLUMNS
     assert list(result.uncertainty.columns) == UNCERTAINTY_COLUMNS
     assert list(result.uncertainty_summary.columns) == UNCERTAINTY_SUMMARY_COLUMNS
-    assert set(metrics["scoring"]) == ({"match-prob", "sample-dot", "mu", "csd"} if method == "pcme" else {PRIMARY[method]})
+    assert set(metrics["scoring"]) == set(REGISTRY[method].scorings)
     # 10 test images: 1K is one fold of all of them; no 5K, no ECCV (synthetic); full from the generator
     assert set(metrics["protocol"]) == {"1K", "full"}
     expected_rows = (
@@ -110,14 +116,18 @@ def test_perfect_embeddings_score_100_and_the_tables_have_their_schemas(method, 
         assert own["full", direction, "full R@1"] == 100.0
     assert own["1K", "both", "RSUM"] == 600.0
 
-    # queries.parquet: one row per image and per caption; u only for PCME; true matches from the generator
+    # queries.parquet: one row per image and per caption; u only for a probabilistic method; true matches
+    # from the generator
     queries = result.queries
     assert len(queries) == split.n_images + split.n_captions
     assert queries["true_matches"].notna().all() and (queries["true_matches"] >= 1).all()
-    if method == "pcme":
-        assert np.allclose(queries["u"], -6.0)
+    if REGISTRY[method].probabilistic:
+        if REGISTRY[method].uncertainty_statistic == "mean_log_sigma":
+            assert np.allclose(queries["u"], -6.0)
+        assert queries["u"].notna().all()
         assert len(result.uncertainty) > 0 and set(result.uncertainty["metric"]) == {"R@1", "PMRP", "R-P"}
-        assert set(result.uncertainty["scoring"]) == {"match-prob"}
+        assert set(result.uncertainty["scoring"]) == {PRIMARY[method]}
+        assert set(result.uncertainty["uncertainty"]) == set(REGISTRY[method].statistics)
     else:
         assert queries["u"].isna().all()
         assert result.uncertainty.empty

@@ -1,8 +1,8 @@
 """Figures from results tables: every planned file is written, missing data is said, bad tables are named.
 
 The tables are generated here with the documented columns (results/README.md and the per-run
-files of the evaluation stage), for two datasets x five methods x two seeds, so these tests do not
-need a trained model.
+files of the evaluation stage), for two datasets x every registered method x two seeds, so these
+tests do not need a trained model.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.registry import probabilistic, registered
 from pcmebench.aggregate import (
     METRICS_COLUMNS,
     PAPER_COLUMNS,
@@ -36,9 +37,12 @@ from pcmebench.plots import (
 )
 
 DATASETS = ("coco", "synthetic-cub")
-METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
+REGISTRY = registered()
+METHODS = tuple(REGISTRY)
+PROBABILISTIC = tuple(probabilistic())
+POINT = tuple(m for m in METHODS if m not in PROBABILISTIC)
 SEEDS = (0, 1)
-SCORINGS = {"pcme": ("match-prob", "sample-dot", "mu", "csd")}
+SCORINGS = {name: m.scorings for name, m in REGISTRY.items()}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Published numbers the fake paper.csv carries (PCME README, COCO 1K) for the report's tests.
 PAPER_ROWS = [
@@ -63,7 +67,7 @@ def protocol_metrics(dataset: str) -> dict[str, tuple[str, ...]]:
 def fake_metrics(rng: np.random.Generator) -> pd.DataFrame:
     rows = []
     for dataset, method, seed in itertools.product(DATASETS, METHODS, SEEDS):
-        for scoring in SCORINGS.get(method, (PRIMARY_SCORING[method],)):
+        for scoring in SCORINGS[method]:
             run = {"dataset": dataset, "method": method, "seed": seed, "scoring": scoring}
             for protocol, metrics in protocol_metrics(dataset).items():
                 for direction, metric in itertools.product(("i2t", "t2i"), metrics):
@@ -85,13 +89,13 @@ def fake_summary(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def fake_queries(rng: np.random.Generator, dataset: str, method: str) -> pd.DataFrame:
-    """i2t rows are image queries, t2i caption queries; u only for PCME, true_matches only on synthetic data."""
+    """i2t rows are image queries, t2i caption queries; u only for probabilistic methods, true_matches only on synthetic data."""
     frames = []
     for direction, count in (("i2t", 60), ("t2i", 300)):
         synthetic = dataset.startswith("synthetic")
         matches = rng.integers(1, 40, count).astype(float) if synthetic else np.full(count, np.nan)
         u = np.full(count, np.nan)
-        if method == "pcme":
+        if method in PROBABILISTIC:
             u = -3 + 0.2 * np.log(matches) + rng.normal(0, 0.1, count) if synthetic else rng.normal(-3, 0.2, count)
         frames.append(
             pd.DataFrame(
@@ -108,7 +112,8 @@ def fake_queries(rng: np.random.Generator, dataset: str, method: str) -> pd.Data
 
 
 def fake_uncertainty(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Bins (PCME only) and statistics (the margin for every method) at the primary protocol, and "full" on synthetic data."""
+    """Bins (probabilistic methods only) and statistics (the margin for every method) at the primary protocol, and
+    "full" on synthetic data."""
     bins, statistics = [], []
     for dataset, method, seed, direction in itertools.product(DATASETS, METHODS, SEEDS, ("i2t", "t2i")):
         protocols = ["1K" if "coco" in dataset else "CUB"] + (["full"] if dataset.startswith("synthetic") else [])
@@ -116,10 +121,10 @@ def fake_uncertainty(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
             key = {"dataset": dataset, "method": method, "seed": seed, "protocol": protocol, "direction": direction}
             margin = {"scoring": PRIMARY_SCORING[method], "uncertainty": "score_margin", "statistic": "auroc_margin"}
             statistics.append({**key, **margin, "value": rng.uniform(0.6, 0.7)})
-            if method != "pcme":
+            if method not in PROBABILISTIC:
                 continue
-            for uncertainty in ("mean_log_sigma", "sum_sigma_sq"):
-                pcme = {**key, "scoring": "match-prob", "uncertainty": uncertainty}
+            for uncertainty in REGISTRY[method].statistics:
+                pcme = {**key, "scoring": PRIMARY_SCORING[method], "uncertainty": uncertainty}
                 for statistic in ("auroc_u", "spearman_u_rank", "pearson_bin_r1"):
                     statistics.append({**pcme, "statistic": statistic, "value": rng.uniform(0.5, 0.8)})
                 for b, (metric, top) in itertools.product(range(10), (("R@1", 80), ("PMRP", 50))):
@@ -197,8 +202,8 @@ def test_figure_list_follows_the_config():
         "retrieval", "auroc", "uncertainty_bins", "sigma_histogram", "sigma_multiplicity", "training_curves",
     ]  # fmt: skip
     assert "sigma_multiplicity" not in figure_names("coco", METHODS)  # real data: true multiplicity unknown
-    assert figure_names("coco", ["vse0", "vsepp"]) == ["retrieval", "auroc", "training_curves"]
-    files = figure_files("out", ["coco"], ["vse0"])
+    assert figure_names("coco", POINT) == ["retrieval", "auroc", "training_curves"]
+    files = figure_files("out", ["coco"], POINT[:1])
     assert files == [f"out/coco/{n}.{e}" for n in ("retrieval", "auroc", "training_curves") for e in ("png", "pdf")]
 
 
@@ -227,15 +232,16 @@ def test_missing_rows_still_give_the_planned_files_and_are_logged(fake, tmp_path
     empty.mkdir()
     for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv"):
         pd.read_csv(results / name).head(0).to_csv(empty / name, index=False)  # header only
-    pcme_runs = [d for d in run_dirs if "pcme" in d.parts]
+    method = PROBABILISTIC[0]
+    method_runs = [d for d in run_dirs if method in d.parts]
     with caplog.at_level("WARNING", logger="pcmebench.plots"):
-        written = write_figures(empty, pcme_runs[:1], tmp_path / "plots", ["synthetic-cub"], ["pcme"])
-    assert sorted(map(str, written)) == sorted(figure_files(tmp_path / "plots", ["synthetic-cub"], ["pcme"]))
+        written = write_figures(empty, method_runs[:1], tmp_path / "plots", ["synthetic-cub"], [method])
+    assert sorted(map(str, written)) == sorted(figure_files(tmp_path / "plots", ["synthetic-cub"], [method]))
     assert all(p.stat().st_size > 0 for p in written)
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "summary.csv has no CUB i2t rows" in messages
-    assert "uncertainty.csv has no PCME CUB/full t2i bins" in messages
-    assert "no finite u of PCME images" in messages  # pcme_runs[:1] is coco's: no synthetic-cub queries
+    assert f"uncertainty.csv has no {method} CUB/full t2i bins" in messages
+    assert f"no finite u of {method} images" in messages  # method_runs[:1] is coco's: no synthetic-cub queries
 
 
 def test_a_table_without_a_column_names_file_and_column(fake, tmp_path):
@@ -259,3 +265,39 @@ def test_a_run_without_queries_is_named(fake, tmp_path):
     (run / "train_log.csv").write_bytes((run_dirs[0] / "train_log.csv").read_bytes())
     with pytest.raises(ResultsError, match=rf"{run / 'queries.parquet'}: file is missing"):
         write_figures(results, [run], tmp_path / "plots")
+
+
+def test_every_probabilistic_method_gets_its_own_sigma_panels(fake, tmp_path, monkeypatch):
+    """A second probabilistic method (here a twin of the first, registered under another name) gets
+    its own row of σ panels, its own σ bar, with its own statistic and scoring: nothing is tied to
+    one method's name."""
+    import dataclasses
+
+    from pcmebench import plots
+
+    first = PROBABILISTIC[0]
+    twin = dataclasses.replace(REGISTRY[first], name="twin", label="Twin", color="#000000")
+    for table, value in (
+        (plots.REGISTRY, twin),
+        (plots.METHOD_LABELS, twin.label),
+        (plots.METHOD_COLORS, twin.color),
+        (plots.PRIMARY_SCORING, twin.primary_scoring),
+        (plots.SECONDARY_SCORINGS, twin.scorings[1:]),
+    ):
+        monkeypatch.setitem(table, "twin", value)
+    monkeypatch.setattr(plots, "METHODS", (*plots.METHODS, "twin"))
+    results, run_dirs = fake
+    tables = {name: pd.read_csv(results / name) for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv")}
+    tables = {name: pd.concat([t, t[t["method"] == first].assign(method="twin")]) for name, t in tables.items()}
+    methods = [first, "twin"]
+    assert plots.probabilistic_methods(["vse0", *methods]) == methods
+    bins = plots.plot_uncertainty_bins(tables["uncertainty.csv"], "synthetic-cub", methods)
+    assert [sub._suptitle.get_text() for sub in bins.subfigs] == [REGISTRY[first].label, "Twin"]
+    assert all(axes.lines for sub in bins.subfigs for axes in sub.axes)  # both rows drawn, no "no data" panel
+    auroc = plots.plot_auroc(tables["uncertainty_summary.csv"], "synthetic-cub", methods)
+    labels = [tick.get_text() for tick in auroc.axes[0].get_xticklabels()]
+    assert labels == [f"{REGISTRY[first].label}\nmargin", "Twin\nmargin", f"{REGISTRY[first].label}\nσ", "Twin\nσ"]
+    runs = plots.load_runs(run_dirs)
+    runs += [dataclasses.replace(r, method="twin") for r in runs if r.method == first]
+    histogram = plots.plot_sigma_histogram(runs, "synthetic-cub", methods)
+    assert len(histogram.subfigs) == 2 and all(axes.patches for sub in histogram.subfigs for axes in sub.axes)

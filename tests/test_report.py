@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 from html.parser import HTMLParser
@@ -12,10 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pcmebench.plots import METHOD_LABELS, PRIMARY_SCORING, SECONDARY_SCORINGS, ResultsError, figure_files
-from pcmebench.plots import METHODS as PLOTTED_METHODS
+from pcmebench.plots import METHOD_LABELS, ResultsError, figure_files
 from pcmebench.report import main, write_report
-from tests.test_plots import DATASETS, METHODS, SEEDS, write_fake_results
+from tests.test_plots import DATASETS, METHODS, PROBABILISTIC, SEEDS, write_fake_results
 
 CONFIG = {"datasets": list(DATASETS), "methods": list(METHODS), "seeds": list(SEEDS), "work_dir": "work"}
 
@@ -118,7 +118,7 @@ def test_headline_table_has_our_interval_and_the_published_number(page, inputs):
     assert "paper 68.8" not in table_row(headline, "PCME (mu)")  # published numbers belong to the method's own scoring
     assert "recipe 74.96" in headline  # a 5K number, in the collapsed table of every row
     assert "<em>yalesong/pvse recipe</em>: trained with" in page and "not a target for our runs" in page
-    assert "the one the PCME paper's CUB table used" in page  # which PCME scoring the published CUB numbers rank by
+    assert html.escape("the one the PCME paper's CUB table used") in page  # which PCME scoring the published CUB numbers rank by
     assert "naver-ai/pcme" in headline and '<a href="https://github.com/yalesong/pvse">' in page
     for method in METHODS:
         assert "[" in table_row(headline, METHOD_LABELS[method])  # every configured method has a row with an interval
@@ -139,7 +139,12 @@ def test_uncertainty_section_reports_sigma_and_margin(page):
 
 def test_training_cost_and_provenance(page):
     training = section(page, "training")
-    assert "20 training runs" in training and "0:30" in training and "1.23 M" in training and "abc123" in training
+    assert (
+        f"{len(DATASETS) * len(METHODS) * len(SEEDS)} training runs" in training
+        and "0:30" in training
+        and "1.23 M" in training
+        and "abc123" in training
+    )
     assert "Generated 2030-01-02 03:04:05 UTC" in page and "v-test-123" in page
     assert "Recall@1, @5, @10" in page  # the caption shared with Snakemake's report
 
@@ -188,9 +193,35 @@ def test_command_line_writes_the_page_with_a_config_file(inputs, tmp_path, capsy
     assert f"wrote {out}" in capsys.readouterr().out
 
 
-def test_primary_scorings_match_the_evaluation_stage():
-    from pcmebench.scoring import SCORINGS
+def test_every_probabilistic_method_gets_its_uncertainty_rows(inputs, tmp_path, monkeypatch):
+    """A second probabilistic method (a twin of the first under another name) has its σ rows and its
+    own per-bin table in the uncertainty section, as the first has."""
+    import dataclasses
 
-    assert set(PLOTTED_METHODS) == set(SCORINGS)
-    assert PRIMARY_SCORING == {method: scorings[0] for method, scorings in SCORINGS.items()}
-    assert SECONDARY_SCORINGS == {method: scorings[1:] for method, scorings in SCORINGS.items() if len(scorings) > 1}
+    from pcmebench import plots
+
+    first = PROBABILISTIC[0]
+    twin = dataclasses.replace(plots.REGISTRY[first], name="twin", label="Twin", color="#000000")
+    for table, value in (
+        (plots.REGISTRY, twin),
+        (plots.METHOD_LABELS, twin.label),
+        (plots.METHOD_COLORS, twin.color),
+        (plots.PRIMARY_SCORING, twin.primary_scoring),
+        (plots.SECONDARY_SCORINGS, twin.scorings[1:]),
+    ):
+        monkeypatch.setitem(table, "twin", value)
+    monkeypatch.setattr("pcmebench.report.METHODS", (*plots.METHODS, "twin"))
+    results = tmp_path / "results"
+    results.mkdir()
+    for path in inputs["results"].iterdir():
+        table = pd.read_csv(path)
+        if "method" in table and path.name != "paper.csv":
+            table = pd.concat([table, table[table["method"] == first].assign(method="twin")])
+        table.to_csv(results / path.name, index=False)
+    config = {**CONFIG, "methods": [*CONFIG["methods"], "twin"]}
+    page = write_report(results, inputs["plots"], tmp_path / "index.html", config, code_version="x").read_text()
+    synthetic = section(page, "uncertainty-synthetic-cub")
+    label = plots.METHOD_LABELS[first]
+    for name in (label, "Twin"):
+        assert f"{name} per-bin values for synthetic-cub" in synthetic
+        assert "0.600" in table_row(synthetic, "full", name)  # its spearman_u_log_matches

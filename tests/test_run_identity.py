@@ -22,7 +22,7 @@ from corpora.errors import DataError
 from corpora.prepared import PreparedDataset, prepare_dataset
 from pcmebench.embed import export
 from pcmebench.train import CHECKPOINT, train
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_packages, copy_workflow
 from tests.test_training import tiny_settings
 
 # A workflow run small enough to train twice in a test: synthetic-coco without the pretrain stage.
@@ -44,12 +44,7 @@ WEIGHTS = "work/runs/synthetic-coco/pcme/seed0/model.safetensors"
 
 def copy_project(root: Path) -> Path:
     """The workflow and the code it runs, copied: the copy's jobs import the copy's packages."""
-    for name in ("Snakefile", "workflow", "config", "profiles", "environment.yml", "corpora", "models", "pcmebench", "metrics"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, root / name)
+    copy_packages(copy_workflow(root))
     (root / "tiny.yaml").write_text(json.dumps(TINY_WORKFLOW))
     return root
 

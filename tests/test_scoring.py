@@ -148,8 +148,10 @@ def test_each_method_gets_its_scorings_and_each_matrix_is_images_by_captions():
     )
     with pytest.raises(ValueError, match="'cosine' needs one embedding per item"):
         score_matrix(embeddings("pvse-k2"), "cosine")
-    with pytest.raises(ValueError, match="does not apply to point embeddings"):
+    with pytest.raises(ValueError, match=r"'match-prob' reads \['image_samples', 'caption_samples', 'a', 'b'\], which these"):
         score_matrix(embeddings("vse0"), "match-prob")
+    with pytest.raises(ValueError, match="unknown scoring 'dot'"):
+        score_matrix(embeddings("vse0"), "dot")
 
 
 def test_bad_embeddings_files_are_refused_with_the_file_named(tmp_path):
@@ -160,19 +162,28 @@ def test_bad_embeddings_files_are_refused_with_the_file_named(tmp_path):
     loaded = load_embeddings(path)
     assert loaded.settings == {"method": "vse0"} and loaded.caption_image_index.tolist() == [0, 0, 1, 1, 2, 2]
 
-    save_file({**ids, "image_embeddings": good["image_embeddings"]}, str(path))
+    def written_by(method):
+        return {"settings": json.dumps({"method": method})}
+
+    save_file({**ids, "image_embeddings": good["image_embeddings"]}, str(path), metadata=written_by("vse0"))
     with pytest.raises(ValueError, match=r"embeddings.safetensors: not an embeddings file .* missing \['caption_embeddings'\]"):
         load_embeddings(path)
-    save_file({**ids, **good, "caption_embeddings": torch.randn(5, 1, 4)}, str(path))
+    save_file({**ids, **good, "caption_embeddings": torch.randn(5, 1, 4)}, str(path), metadata=written_by("vse0"))
     with pytest.raises(ValueError, match="caption_embeddings has 5 rows, expected 6"):
         load_embeddings(path)
     nan = good["image_embeddings"].clone()
     nan[1, 0, 2] = float("nan")
-    save_file({**ids, **good, "image_embeddings": nan}, str(path))
+    save_file({**ids, **good, "image_embeddings": nan}, str(path), metadata=written_by("vse0"))
     with pytest.raises(ValueError, match="image_embeddings holds NaN"):
         load_embeddings(path)
+    save_file({**ids, **good}, str(path))
+    with pytest.raises(ValueError, match="no method in its settings metadata; rerun the embed rule"):
+        load_embeddings(path)
+    save_file({**ids, **good}, str(path), metadata=written_by("clip"))
+    with pytest.raises(ValueError, match="embeddings.safetensors: unknown method 'clip': no file in models/ declares it"):
+        load_embeddings(path)
     pcme = {**ids, "image_samples": torch.randn(3, 2, 4), "caption_samples": torch.randn(6, 2, 4)}
-    save_file(pcme, str(path))
+    save_file(pcme, str(path), metadata=written_by("pcme"))
     with pytest.raises(
         ValueError, match=r"missing \['image_mu', 'image_log_sigma', 'caption_mu', 'caption_log_sigma', 'a', 'b'\]"
     ):

@@ -37,8 +37,10 @@ from pcmebench.cluster import (
     parse_sinfo,
     targets,
 )
-from tests.conftest import REPO, SMOKE, copy_workflow, snakemake, tail
+from tests.conftest import REPO, SMOKE, SMOKE_RESULTS, copy_workflow, preset, runs_of, snakemake, tail
 from tests.slurm_cluster import missing_requirements, start_cluster
+
+SMOKE_CONFIG = preset(SMOKE[1])  # the preset the tests submit
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 # The profile's documented settings for a small cluster: one node of 2 CPUs (this machine's).
@@ -269,7 +271,7 @@ def through_slurm(cluster, tmp_path_factory) -> SlurmRun:
 
 
 def result_files(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in (root / "results").rglob("*") if p.is_file() and "report" not in p.parts}
+    return {str(p.relative_to(root)) for p in (root / SMOKE_RESULTS).rglob("*") if p.is_file() and "report" not in p.parts}
 
 
 @needs_plugin
@@ -297,8 +299,8 @@ def test_smoke_dag_through_sbatch_builds_every_results_file(through_slurm, built
 def test_metrics_through_slurm_equal_the_local_run(through_slurm, built):
     assert through_slurm.returncode == 0
     key = ["dataset", "method", "seed", "protocol", "scoring", "direction", "metric"]
-    local = pd.read_csv(built / "results" / "metrics.csv").sort_values(key, ignore_index=True)
-    remote = pd.read_csv(through_slurm.root / "results" / "metrics.csv").sort_values(key, ignore_index=True)
+    local = pd.read_csv(built / SMOKE_RESULTS / "metrics.csv").sort_values(key, ignore_index=True)
+    remote = pd.read_csv(through_slurm.root / SMOKE_RESULTS / "metrics.csv").sort_values(key, ignore_index=True)
     pd.testing.assert_frame_equal(remote, local, check_exact=True)
 
 
@@ -309,7 +311,7 @@ def test_cancelled_training_is_resubmitted_and_resumes_from_its_checkpoint(throu
     killed = run_dir(run.root, **KILLED)
     # the plugin's log folder: rule_train/<wildcards>/<SLURM job id>.log
     slurm_logs = run.root / ".snakemake" / "slurm_logs" / "rule_train" / "_".join(str(v) for v in KILLED.values())
-    attempts = sorted(slurm_logs.glob("*.log"))
+    attempts = sorted(slurm_logs.glob("*.log"), key=lambda p: int(p.stem))  # by job id: 9 before 19
     assert [p.stem for p in attempts][:1] == [run.cancelled_job] and len(attempts) == 2, attempts
     assert "CANCELLED" in attempts[0].read_text()
     assert f"SLURM-job '{run.cancelled_job}' failed, SLURM status is: 'CANCELLED'" in run.output
@@ -337,12 +339,15 @@ def test_an_oversized_job_is_refused_before_anything_is_submitted(cluster, tmp_p
     assert result.returncode != 0
     assert "These jobs would pend for ever on this cluster, so nothing was submitted" in output, tail(result)
     node = cluster.run("sinfo", "--noheader", "--format=%c|%m").stdout.split("|")
-    assert re.search(r"rule train \(10 jobs, e\.g\. dataset=\S+, method=\S+, seed=0\) asks for 8 CPUs, 64000 MB, 0 GPUs", output)
+    runs = runs_of(SMOKE_CONFIG)
+    assert re.search(
+        rf"rule train \({runs} jobs, e\.g\. dataset=\S+, method=\S+, seed=0\) asks for 8 CPUs, 64000 MB, 0 GPUs", output
+    )
     assert f"lower PCME_SLURM_CPUS to at most {node[0]}" in output and "PCME_SLURM_MEM_MB" in output
     assert "has been submitted" not in output and not cluster.run("squeue", "--noheader", "--states=PENDING").stdout.strip()
     # a GPU job on a cluster without GPUs: the setting named is the GPU partition
     result = snakemake(root, *SUBMIT, "--config", "device=cuda", env=clean_environment(**SMALL_CLUSTER) | slurm, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "has been submitted" not in output
-    assert re.search(r"rule train \(10 jobs.*asks for 1 CPU, 4000 MB, 1 GPU and", output), tail(result)
+    assert re.search(rf"rule train \({runs} jobs.*asks for 1 CPU, 4000 MB, 1 GPU and", output), tail(result)
     assert "set PCME_SLURM_GPU_PARTITION to a partition with GPU nodes" in output

@@ -14,12 +14,13 @@ from corpora.batches import CaptionNoise, CaptionPairs, collate_pairs, image_tra
 from corpora.prepared import PreparedDataset
 from corpora.text import SPECIAL_TOKENS, UNK
 from models import CrossModalModel
+from models.registry import registered
 from pcmebench.embed import export
 from pcmebench.runs import merge_config, model_for
 from pcmebench.train import CHECKPOINT, NonFiniteLossError, phase_of, train
 from tests.conftest import REPO
 
-METHODS = ["vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme"]
+METHODS = list(registered())  # every method file of models/
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 

@@ -15,20 +15,17 @@ import pandas as pd
 import pytest
 import yaml
 
+from models.registry import registered
 from pcmebench import aggregate as agg
-from pcmebench.runs import merge_config
-from tests.conftest import REPO, SMOKE, copy_workflow, snakemake, tail
+from tests.conftest import REPO, SMOKE, SMOKE_RESULTS, copy_workflow, preset, runs_of, snakemake, tail
 from tests.loopback import LoopbackServer
 from tests.real_data import serve_real_data
 
-METHODS = ("vse0", "vsepp", "pvse-k1", "pvse-k2", "pcme")
-SCORINGS = {
-    "vse0": ["cosine"],
-    "vsepp": ["cosine"],
-    "pvse-k1": ["max-cosine"],
-    "pvse-k2": ["max-cosine"],
-    "pcme": ["match-prob", "sample-dot", "mu", "csd"],
-}
+REGISTRY = registered()
+SCORINGS = {name: list(m.scorings) for name, m in REGISTRY.items()}
+DEFAULT = preset()
+PAPER = preset("config/paper.yaml")
+SMOKE_CONFIG = preset(SMOKE[1])
 RECALLS = ["R@1", "R@5", "R@10"]
 FULL = ["full R@1", "full R-P", "full mAP@R"]
 # What applies to each synthetic dataset: {protocol: {direction: metrics}} (COCO format: 1K with
@@ -101,7 +98,12 @@ REAL_DATA_JOBS = {
     "extract_coco_train2014": 1, "extract_coco_val2014": 1, "extract_coco_annotations": 1, "extract_cub_images": 1,
     "extract_cub_captions": 1,
 }  # fmt: skip
-PAPER_JOBS = {"prepare": 2, "train": 30, "embed": 30, "evaluate": 30, "aggregate": 1, "plots": 1, "report": 1, "all": 1}
+
+
+PER_RUN = ("train", "embed", "evaluate")
+PAPER_JOBS = {"prepare": len(PAPER["datasets"])} | dict.fromkeys(PER_RUN, runs_of(PAPER)) | {
+    "aggregate": 1, "plots": 1, "report": 1, "all": 1,
+}  # fmt: skip
 
 
 # --- planning ----------------------------------------------------------------------------------
@@ -110,17 +112,20 @@ PAPER_JOBS = {"prepare": 2, "train": 30, "embed": 30, "evaluate": 30, "aggregate
 def test_dry_run_lays_out_the_whole_default_dag(workflow):
     result = snakemake(workflow, "-n", "all")
     assert result.returncode == 0, result.stderr
+    datasets = len(DEFAULT["datasets"])
     assert job_counts(result.stdout) == {
-        "synthesize": 2, "prepare": 2, "pretrain": 2, "train": 10, "embed": 10, "evaluate": 10, "aggregate": 1, "plots": 1, "all": 1,
+        "synthesize": datasets, "prepare": datasets, "pretrain": datasets, **dict.fromkeys(PER_RUN, runs_of(DEFAULT)),
+        "aggregate": 1, "plots": 1, "all": 1,
     }  # fmt: skip
 
 
 def test_command_line_overrides_narrow_the_dag(workflow):
-    result = snakemake(workflow, "-n", "all", "--config", 'datasets=["synthetic-coco"]', 'methods=["pcme"]', "seeds=[0,1]")
+    method = DEFAULT["methods"][-1]
+    result = snakemake(workflow, "-n", "all", "--config", 'datasets=["synthetic-coco"]', f'methods=["{method}"]', "seeds=[0,1]")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert (counts["synthesize"], counts["train"], counts["evaluate"], counts["aggregate"]) == (1, 2, 2, 1)
-    assert {job["wildcards"].get("method") for job in planned_jobs(result.stdout) if job["rule"] == "train"} == {"pcme"}
+    assert {job["wildcards"].get("method") for job in planned_jobs(result.stdout) if job["rule"] == "train"} == {method}
 
 
 def test_nested_command_line_values_are_typed_by_the_schema(workflow):
@@ -140,7 +145,7 @@ def test_paper_dag_plans_over_data_in_the_real_layouts(workflow, tmp_path):
     counts = job_counts(result.stdout)
     assert counts == PAPER_JOBS  # data in place: nothing to download
     jobs = planned_jobs(result.stdout)
-    expected = {(d, m, str(s)) for d in ("coco", "cub") for m in METHODS for s in (0, 1, 2)}
+    expected = {(d, m, str(s)) for d in PAPER["datasets"] for m in PAPER["methods"] for s in PAPER["seeds"]}
     for rule in ("train", "embed", "evaluate"):
         planned = {
             (j["wildcards"]["dataset"], j["wildcards"]["method"], j["wildcards"]["seed"]) for j in jobs if j["rule"] == rule
@@ -189,7 +194,7 @@ def test_download_target_fetches_the_real_data_once_and_prepare_reads_it(workflo
         assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
         plan = snakemake(workflow, "-n", "all", *args)
         assert plan.returncode == 0, tail(plan)
-        assert not set(job_counts(plan.stdout)) & set(REAL_DATA_JOBS) and job_counts(plan.stdout)["train"] == 30
+        assert not set(job_counts(plan.stdout)) & set(REAL_DATA_JOBS) and job_counts(plan.stdout)["train"] == runs_of(PAPER)
         assert len(server.requests) == requests
     finally:
         server.close()
@@ -201,7 +206,7 @@ def test_slurm_profile_plans_the_paper_dag(workflow, tmp_path):
     paper = ("-n", "all", "report", "--configfile", "config/paper.yaml", "--config", f"data_root={root}")
     result = snakemake(workflow, "--workflow-profile", "profiles/slurm", *paper)
     assert result.returncode == 0, tail(result)
-    assert job_counts(result.stdout)["train"] == 30
+    assert job_counts(result.stdout)["train"] == runs_of(PAPER)
     for job in planned_jobs(result.stdout):
         if job["rule"] == "train":
             assert job["threads"] == 8
@@ -309,8 +314,7 @@ def test_a_missing_word_vectors_file_stops_the_plan(workflow):
 @pytest.fixture(scope="module")
 def smoke_config(built) -> dict:
     """config.yaml with smoke.yaml merged over it, key by key, as Snakemake merges --configfile."""
-    config = yaml.safe_load((built / "config" / "config.yaml").read_text())
-    return merge_config(config, yaml.safe_load((built / "config" / "smoke.yaml").read_text()))
+    return preset(SMOKE[1], root=built)
 
 
 def test_every_result_table_has_its_schema(built):
@@ -318,13 +322,14 @@ def test_every_result_table_has_its_schema(built):
         "metrics.csv": agg.METRICS_COLUMNS, "summary.csv": agg.SUMMARY_COLUMNS, "uncertainty.csv": agg.UNCERTAINTY_COLUMNS,
         "uncertainty_summary.csv": agg.UNCERTAINTY_SUMMARY_COLUMNS, "runs.csv": agg.RUN_RECORD_KEYS, "paper.csv": agg.PAPER_COLUMNS,
     }  # fmt: skip
-    assert sorted(path.name for path in (built / "results").glob("*.csv")) == sorted(schemas)
+    assert sorted(path.name for path in (built / SMOKE_RESULTS).glob("*.csv")) == sorted(schemas)
     for name, columns in schemas.items():
-        assert list(pd.read_csv(built / "results" / name).columns) == columns, name
+        assert list(pd.read_csv(built / SMOKE_RESULTS / name).columns) == columns, name
+    assert not (built / "results" / "summary.csv").exists()  # the default preset's folder is not the smoke preset's
 
 
 def test_a_row_for_every_run_and_metric_that_applies(built, smoke_config):
-    results = built / "results"
+    results = built / SMOKE_RESULTS
     metrics = pd.read_csv(results / "metrics.csv")
     runs = [(d, m, s) for d in smoke_config["datasets"] for m in smoke_config["methods"] for s in smoke_config["seeds"]]
     assert set(metrics.groupby(["dataset", "method", "seed"]).groups) == set(runs)
@@ -342,21 +347,23 @@ def test_a_row_for_every_run_and_metric_that_applies(built, smoke_config):
     summary = pd.read_csv(results / "summary.csv")
     assert len(summary) == len(metrics) and (summary["n"] == 1).all()
     assert ((summary["ci_low"] <= summary["mean"] + 1e-9) & (summary["mean"] <= summary["ci_high"] + 1e-9)).all()
-    # runs.csv: one row per training run; uncertainty only for PCME, ten bins per analysis
+    # runs.csv: one row per training run; uncertainty only for probabilistic methods, ten bins per analysis
     assert sorted(pd.read_csv(results / "runs.csv")[["dataset", "method", "seed"]].itertuples(index=False, name=None)) == sorted(
         runs
     )
     uncertainty = pd.read_csv(results / "uncertainty.csv")
-    assert set(uncertainty["method"]) == {"pcme"}
+    probabilistic = {m for m in smoke_config["methods"] if REGISTRY[m].probabilistic}
+    assert set(uncertainty["method"]) == probabilistic
     assert (uncertainty.groupby(["dataset", "protocol", "direction", "metric"])["bin"].nunique() == 10).all()
     statistics = pd.read_csv(results / "uncertainty_summary.csv")
     margin = statistics[statistics["statistic"] == "auroc_margin"]
     assert set(margin.groupby(["dataset", "method"]).groups) == {(d, m) for d, m, _ in runs}
-    assert set(statistics[statistics["method"] == "pcme"]["statistic"]) >= {
-        "auroc_u",
-        "spearman_u_rank",
-        "spearman_u_log_matches",
-    }
+    for method in probabilistic:
+        assert set(statistics[statistics["method"] == method]["statistic"]) >= {
+            "auroc_u",
+            "spearman_u_rank",
+            "spearman_u_log_matches",
+        }
 
 
 def test_retrieval_is_far_above_chance(built, smoke_config):
@@ -368,7 +375,7 @@ def test_retrieval_is_far_above_chance(built, smoke_config):
     times chance (about 31-47% against 10%); its COCO fold is at 25-60x chance. The default preset's
     numbers are in the README.
     """
-    summary = pd.read_csv(built / "results" / "summary.csv")
+    summary = pd.read_csv(built / SMOKE_RESULTS / "summary.csv")
     generators = {name: smoke_config["dataset_settings"][name]["generator"] for name in ("synthetic-coco", "synthetic-cub")}
     chance = {
         ("synthetic-coco", "1K"): 100 / min(1000, generators["synthetic-coco"]["images"]["test"]),
@@ -391,8 +398,8 @@ def test_retrieval_is_far_above_chance(built, smoke_config):
 
 
 def test_report_embeds_every_plot(built):
-    page = (built / "results" / "report" / "index.html").read_text()
-    plots = sorted((built / "results").rglob("*.png"))
+    page = (built / SMOKE_RESULTS / "report" / "index.html").read_text()
+    plots = sorted((built / SMOKE_RESULTS).rglob("*.png"))
     assert plots
     for plot in plots:
         assert f"data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}" in page, plot
@@ -412,7 +419,8 @@ def test_changing_one_method_reruns_only_its_jobs(built):
     jobs = planned_jobs(result.stdout)
     per_run = [job for job in jobs if job["rule"] in ("train", "embed", "evaluate")]
     assert {job["wildcards"]["method"] for job in per_run} == {"vsepp"}
-    assert job_counts(result.stdout) == {"train": 2, "embed": 2, "evaluate": 2, "aggregate": 1, "plots": 1, "report": 1, "all": 1}
+    runs = runs_of(SMOKE_CONFIG) // len(SMOKE_CONFIG["methods"])  # vsepp's
+    assert job_counts(result.stdout) == dict.fromkeys(PER_RUN, runs) | {"aggregate": 1, "plots": 1, "report": 1, "all": 1}
     assert "Params have changed since last execution" in result.stdout
 
 
@@ -444,7 +452,7 @@ def test_every_stage_leaves_its_log_and_benchmark(built, smoke_config):
     assert f"epoch {epochs}" in (run / "train.log").read_text()
     for stage in ("train", "embed", "evaluate"):
         assert (run / f"{stage}.log").is_file() and (run / f"{stage}.benchmark.tsv").is_file()
-    assert "wrote results/summary.csv" in (work / "logs" / "aggregate.log").read_text()
+    assert f"wrote {SMOKE_RESULTS}/summary.csv" in (work / "logs" / "aggregate.log").read_text()
     for stage in ("aggregate", "plots", "report"):
         assert (work / "logs" / f"{stage}.log").is_file()
         assert pd.read_csv(work / "benchmarks" / f"{stage}.tsv", sep="\t")["s"].iloc[0] > 0

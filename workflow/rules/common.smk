@@ -17,23 +17,36 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
+from models.registry import RegistryError, registered, settings_problems, with_method_settings
 from pcmebench.cluster import ClusterFitError, check_workflow_fits_cluster
 from pcmebench.configcheck import coerce_command_line_scalars, load_schema, recipe_problems, schema_problems
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
-# Every key at every level is checked against the schema (an unknown one is named, with the
-# allowed ones), then what cannot run (zero epochs, ...): all problems at once, before any job.
-_schema = load_schema(CONFIG_SCHEMA)
+# The methods: every entry of the method files in models/ (models/registry.py), read without torch.
+try:
+    METHOD_REGISTRY = registered()
+except RegistryError as error:
+    raise WorkflowError(str(error)) from None
+
+# Every key at every level is checked against the schema, each method's settings as its registry
+# entry declares them (an unknown key is named, with the allowed ones), then what cannot run (an
+# unregistered method, a setting without a value, zero epochs, ...): all problems at once, before
+# any job. The entries' defaults then fill in what the config leaves out.
+_schema = with_method_settings(load_schema(CONFIG_SCHEMA), METHOD_REGISTRY)
 coerce_command_line_scalars(config, _schema)
-_problems = schema_problems(config, _schema) or recipe_problems(config)
+_problems = schema_problems(config, _schema) or settings_problems(config, METHOD_REGISTRY) + recipe_problems(config)
 if _problems:
     raise WorkflowError("\n".join(["the config cannot run:", *_problems]))
 validate(config, "../schemas/config.schema.yaml")
+config["method_settings"] = {
+    name: METHOD_REGISTRY[name].complete(settings) if name in config["methods"] else settings
+    for name, settings in {**{m: {} for m in config["methods"]}, **config["method_settings"]}.items()
+}
 
 DATA_ROOT = Path(config["data_root"])
 WORK = Path(config["work_dir"])
-RESULTS = Path("results")
+RESULTS = Path(config["results_dir"])
 
 # A torch job uses every core it is given; several on the same cores slow each other down far
 # more than they gain (measured: 4 trainings x 2 threads on 2 cores ran ~15x slower each). So
@@ -233,6 +246,10 @@ def dataset_root(name):
 def one_of(names):
     """A wildcard constraint matching exactly these strings."""
     return "|".join(re.escape(str(name)) for name in sorted(names, key=str))
+
+
+# The Snakefile's constraint of the method wildcard: every registered method.
+METHOD_NAMES = one_of(METHOD_REGISTRY)
 
 
 # What the rules of download.smk produce: plain files per dataset (path under its root -> source key),

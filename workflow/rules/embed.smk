@@ -1,5 +1,5 @@
-# Stage 4, embed: image and caption embeddings of the evaluation split (mu, sigma and samples
-# for PCME; the K embeddings for PVSE); see pcmebench/embed.py.
+# Stage 4, embed: image and caption embeddings of the evaluation split, what the method's registry
+# entry exports (mu, sigma and samples for PCME; the K embeddings for PVSE); see pcmebench/embed.py.
 
 
 rule embed:

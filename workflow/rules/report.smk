@@ -1,4 +1,4 @@
-# Stage 8, report: `snakemake report` renders results/report/index.html (pcmebench/report.py), one
+# Stage 8, report: `snakemake report` renders <results_dir>/report/index.html (pcmebench/report.py), one
 # self-contained page (inline styles, images as data URIs) of the result tables, every figure and
 # the validated config that produced them. Not to be confused with Snakemake's own --report flag,
 # which builds its report from the outputs marked in plots.smk.
