@@ -13,7 +13,7 @@ check, AdamW over every trainable parameter, gradient clipping at 2 and the prog
 alone on images already on the device: in fine-tuning a forward, a backward from the mean of its
 feature map and an AdamW step; in the frozen phase its forward pass without gradients (train mode,
 as in the trainer). The methods' AdamW is the trainer's (``pcmebench.train.make_optimizer``, fused);
-``--adamw-for-loop`` measures PyTorch's default implementation instead. Captions are random token ids (10,000 words of 300-d frozen vectors, as GloVe, 8 to
+``--adamw-for-loop`` measures PyTorch's default implementation instead. Captions are random token ids (10,000 words of 300-d vectors, as GloVe, trained as the method's COCO recipe trains them; 8 to
 22 tokens), every pair of its own image. Weights are random (``pretrained=False``): the speed is
 the same. Each method's units of steps run between two units of the reference, and its ratio is
 taken against those two (``measure``); the median over all and the spread of the rounds' medians
@@ -90,12 +90,12 @@ class MethodStep:
 
     def __init__(self, method: str, config: dict, args, precision: Precision):
         words = torch.randn(VOCABULARY, WORD_DIM)
-        settings = dict(config["method_settings"][method])
+        settings = registered()[method].complete(config["method_settings"].get(method))
         if "samples" in registered()[method].settings:  # a sampling method: J from the command line
             settings["samples"] = args.samples
-        self.model = build_model(
-            method, settings, "coco", "coco", args.embed_dim, args.backbone, words, freeze_words=True, pretrained=False
-        ).to(precision.device, memory_format=precision.memory_format)
+        self.model = build_model(method, settings, "coco", "coco", args.embed_dim, args.backbone, words, pretrained=False).to(
+            precision.device, memory_format=precision.memory_format
+        )
         self.optimizer = make_optimizer(self.model, {"weight_decay": 1e-4}, 1e-5, fused=not args.adamw_for_loop)
         self.precision = precision
         self.sync = args.sync
@@ -105,14 +105,14 @@ class MethodStep:
         images = images.to(device, non_blocking=True, memory_format=self.precision.memory_format)
         tokens, image_ids = tokens.to(device), image_ids.to(device)
         self.model.train()
-        self.model.set_backbone_trainable(not frozen)
+        self.model.set_phase(frozen)  # word vectors as the method's COCO recipe trains them
         with self.precision.autocast():
             loss, stats = self.model(images, tokens, lengths, image_ids)
         if self.sync and not torch.isfinite(loss):  # the trainer's non-finite guard (a device sync)
             raise FloatingPointError("non-finite loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 2.0)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters_to_clip(), 2.0)
         self.optimizer.step()
         sums = {key: value.float() for key, value in {"loss": loss.detach(), **stats}.items()}  # the epoch statistics
         if self.sync:
