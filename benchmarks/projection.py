@@ -37,20 +37,19 @@ SCHEDULES = {
     "cub": {"backbone": "resnet50", "samples_per_epoch": 88_550 // 150 * 150, "epochs": {"frozen": 10, "finetune": 50}},
 }
 TARGETS = {"pcme_coco_hours": 4.0, "table_gpu_days": 3.0}
-# Measured on the 2-core CPU of benchmarks/RESULTS.md (2026-12-02): each method's training step over the
-# backbone alone (bench_training_step.py: ResNet-50, batch 16, fp32, CPU time; medians of 3 x 3 cycles;
-# the frozen phase with the trainer's fused AdamW, fine-tuning with the for-loop AdamW measured before,
-# where the optimiser is a small share). The prediction a GPU session's own numbers are set beside.
+# Measured on the 2-core CPU of benchmarks/RESULTS.md (2026-12-02, the trainer with fused AdamW and
+# transforms v2): each method's training step over the backbone alone (bench_training_step.py:
+# ResNet-50, batch 16, fp32, CPU time; medians of 3 x 3 cycles), and the trainer's decode +
+# augmentation over the reference host's path, raw and stored (bench_data_path.py). The prediction a
+# GPU session's own numbers are set beside.
 CPU_RATIOS = {
-    "vse0": {"frozen": 0.924, "finetune": 0.931},
-    "vsepp": {"frozen": 0.921, "finetune": 1.037},
-    "pvse-k1": {"frozen": 0.910, "finetune": 0.971},
-    "pvse-k2": {"frozen": 0.969, "finetune": 0.946},
-    "pcme": {"frozen": 0.902, "finetune": 0.964},
+    "vse0": {"frozen": 0.941, "finetune": 0.963},
+    "vsepp": {"frozen": 0.909, "finetune": 0.974},
+    "pvse-k1": {"frozen": 0.944, "finetune": 0.950},
+    "pvse-k2": {"frozen": 0.935, "finetune": 0.999},
+    "pcme": {"frozen": 0.891, "finetune": 0.932},
 }
-# The trainer's decode + augmentation over the reference host's path (PIL, transforms v1), raw and
-# stored (bench_data_path.py).
-CPU_PATH_RATIOS = {"raw": 1.49, "stored": 2.92}
+CPU_PATH_RATIOS = {"raw": 1.33, "stored": 2.83}
 
 
 def loader_rate(cpus_per_gpu: int, path_ratio: float) -> float:
