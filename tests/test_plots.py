@@ -7,6 +7,7 @@ tests do not need a trained model.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -267,12 +268,9 @@ def test_a_run_without_queries_is_named(fake, tmp_path):
         write_figures(results, [run], tmp_path / "plots")
 
 
-def test_every_probabilistic_method_gets_its_own_sigma_panels(fake, tmp_path, monkeypatch):
-    """A second probabilistic method (here a twin of the first, registered under another name) gets
-    its own row of σ panels, its own σ bar, with its own statistic and scoring: nothing is tied to
-    one method's name."""
-    import dataclasses
-
+def register_twin(monkeypatch) -> str:
+    """Register a twin of the first probabilistic method as "twin" (label "Twin") in the plots'
+    tables, for this test only; the first method's name."""
     from pcmebench import plots
 
     first = PROBABILISTIC[0]
@@ -285,6 +283,16 @@ def test_every_probabilistic_method_gets_its_own_sigma_panels(fake, tmp_path, mo
         (plots.SECONDARY_SCORINGS, twin.scorings[1:]),
     ):
         monkeypatch.setitem(table, "twin", value)
+    return first
+
+
+def test_every_probabilistic_method_gets_its_own_sigma_panels(fake, tmp_path, monkeypatch):
+    """A second probabilistic method (here a twin of the first, registered under another name) gets
+    its own row of σ panels, its own σ bar, with its own statistic and scoring: nothing is tied to
+    one method's name."""
+    from pcmebench import plots
+
+    first = register_twin(monkeypatch)
     monkeypatch.setattr(plots, "METHODS", (*plots.METHODS, "twin"))
     results, run_dirs = fake
     tables = {name: pd.read_csv(results / name) for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv")}

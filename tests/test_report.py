@@ -15,7 +15,7 @@ from PIL import Image
 
 from pcmebench.plots import METHOD_LABELS, ResultsError, figure_files
 from pcmebench.report import main, write_report
-from tests.test_plots import DATASETS, METHODS, PROBABILISTIC, SEEDS, write_fake_results
+from tests.test_plots import DATASETS, METHODS, SEEDS, register_twin, write_fake_results
 
 CONFIG = {"datasets": list(DATASETS), "methods": list(METHODS), "seeds": list(SEEDS), "work_dir": "work"}
 
@@ -196,20 +196,9 @@ def test_command_line_writes_the_page_with_a_config_file(inputs, tmp_path, capsy
 def test_every_probabilistic_method_gets_its_uncertainty_rows(inputs, tmp_path, monkeypatch):
     """A second probabilistic method (a twin of the first under another name) has its σ rows and its
     own per-bin table in the uncertainty section, as the first has."""
-    import dataclasses
-
     from pcmebench import plots
 
-    first = PROBABILISTIC[0]
-    twin = dataclasses.replace(plots.REGISTRY[first], name="twin", label="Twin", color="#000000")
-    for table, value in (
-        (plots.REGISTRY, twin),
-        (plots.METHOD_LABELS, twin.label),
-        (plots.METHOD_COLORS, twin.color),
-        (plots.PRIMARY_SCORING, twin.primary_scoring),
-        (plots.SECONDARY_SCORINGS, twin.scorings[1:]),
-    ):
-        monkeypatch.setitem(table, "twin", value)
+    first = register_twin(monkeypatch)
     monkeypatch.setattr("pcmebench.report.METHODS", (*plots.METHODS, "twin"))
     results = tmp_path / "results"
     results.mkdir()
