@@ -48,6 +48,7 @@ from reporting import spread, write_json
 
 from models import build_model
 from models.encoders import build_image_encoder
+from models.model import per_dataset
 from models.registry import registered
 from pcmebench.runs import Precision
 from pcmebench.train import make_optimizer
@@ -97,6 +98,7 @@ class MethodStep:
             precision.device, memory_format=precision.memory_format
         )
         self.optimizer = make_optimizer(self.model, {"weight_decay": 1e-4}, 1e-5, fused=not args.adamw_for_loop)
+        self.grad_clip = per_dataset(settings["grad_clip"], "coco", "coco")  # the method's own, as the trainer
         self.precision = precision
         self.sync = args.sync
 
@@ -112,7 +114,8 @@ class MethodStep:
             raise FloatingPointError("non-finite loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters_to_clip(), 2.0)
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters_to_clip(), self.grad_clip)
         self.optimizer.step()
         sums = {key: value.float() for key, value in {"loss": loss.detach(), **stats}.items()}  # the epoch statistics
         if self.sync:

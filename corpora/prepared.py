@@ -53,6 +53,7 @@ def prepare_dataset(
     word_dim: int = 300,
     word_vectors_file: str | Path | None = None,
     seed: int = 0,
+    word_vector_std: float = 1.0,
     check_images: bool = True,
     workers: int = 1,
     stored_shorter_side: int | None = None,
@@ -82,7 +83,7 @@ def prepare_dataset(
     # storing decodes every image whole: the loader's own check would decode them all twice
     splits = load(raw_root, check_images=check_images and not stored_shorter_side, workers=workers)
     vocab = Vocabulary.build((c for s in train_splits for c in splits[s].captions["caption"]), min_word_count)
-    vectors, from_glove = word_vectors(vocab, word_dim, seed, word_vectors_file)
+    vectors, from_glove = word_vectors(vocab, word_dim, seed, word_vectors_file, word_vector_std)
 
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
@@ -113,6 +114,7 @@ def prepare_dataset(
         "word_dim": word_dim,
         "word_vectors_file": str(word_vectors_file) if word_vectors_file else None,
         "words_from_word_vectors_file": from_glove,
+        "word_vector_std": word_vector_std,
         "stored_images": (
             {"folder": STORED_FOLDER, "shorter_side": stored_shorter_side, "jpeg_quality": STORED_QUALITY}
             if stored_shorter_side

@@ -79,17 +79,22 @@ class Vocabulary:
         return cls(words)
 
 
-def word_vectors(vocab: Vocabulary, dim: int, seed: int, glove_path: str | Path | None = None) -> tuple[np.ndarray, int]:
+def word_vectors(
+    vocab: Vocabulary, dim: int, seed: int, glove_path: str | Path | None = None, std: float = 1.0
+) -> tuple[np.ndarray, int]:
     """A (len(vocab), dim) float32 matrix of initial word vectors, and how many came from GloVe.
 
-    Rows start as N(0, 0.1^2) from ``seed``; ``<pad>`` is zero. With ``glove_path`` (a GloVe text
+    Rows start as N(0, ``std``^2) from ``seed``: the originals' nn.Embedding starts every row N(0, 1)
+    and overwrites those GloVe has, so words GloVe lacks and ``<start>``, ``<end>``, ``<unk>`` keep
+    it (naver-ai/pcme models/caption_encoder.py ``EncoderText``; yalesong/pvse model.py).
+    ``<pad>`` is zero. With ``glove_path`` (a GloVe text
     file such as glove.840B.300d.txt: a word, then ``dim`` numbers, per line; or the .zip that
     holds it, read as a stream so the 5.6 GB text never lands on disk) every vocabulary word found
     there takes its GloVe vector, and only those rows are kept. Words in the 840B file may contain
     spaces, so each line is read from the right. A word listed twice takes its last vector.
     """
     rng = np.random.default_rng(seed)
-    vectors = rng.normal(0.0, 0.1, size=(len(vocab), dim)).astype(np.float32)
+    vectors = rng.normal(0.0, std, size=(len(vocab), dim)).astype(np.float32)
     vectors[vocab.index[PAD]] = 0.0
     if glove_path is None:
         return vectors, 0

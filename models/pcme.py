@@ -19,7 +19,10 @@ number of contrastive terms (2 N_i N_c), keeping beta and lambda's weight.
 
 Sigmoid convention: the standard sigmoid 1 / (1 + e^-x). The official code's
 "sigmoid" is e^x / (e^x + e^-x) = sigmoid(2x), so its initial a = b = 15 (COCO)
-and 5 (CUB) are a = b = 30 and 10 here (``init_scale``).
+and 5 (CUB) are a = b = 30 and 10 here (``init_scale``). The learned parameters
+are the official ones (``negative_scale`` = a / 2, ``shift`` = b / 2): Adam's step
+does not scale with the gradient, so a parameter in standard units would move
+half as far per step as the original's a and b did.
 """
 
 from __future__ import annotations
@@ -61,6 +64,13 @@ METHODS = [
             "used (evaluate_cub.py, eval_method matmul)."
         ),
         "settings": {
+            # None: what the official runs effectively did. engine/trainer.py clips
+            # self.model.parameters() at 2 after amp.scale_loss, but with use_fp16 (apex O2) those are
+            # the fp16 model copies, whose gradients apex has already copied, unscaled, into the fp32
+            # master copies the optimiser steps (apex amp/_process_optimizer.py,
+            # post_backward_with_master_weights); a and b sit in the criterion, never clipped. Only
+            # the backbone's BatchNorm weights (fp32 under O2) felt it: README, deviations.
+            "grad_clip": {"default": None},
             "samples": {"description": "Samples J per embedding (7 in the paper).", "type": "integer", "minimum": 1},
             "init_scale": {
                 "description": "Initial a = b of sigmoid(-a d + b), standard sigmoid (the official 15/5 are 30/10 here).",
@@ -284,8 +294,10 @@ class PCME(nn.Module):
         self.caption_head = EmbeddingHead(text_dims, embed_dim)
         self.image_sigma = UncertaintyHead(image_dims, embed_dim, init_log_sigma)
         self.caption_sigma = TextUncertaintyHead(text_dims, embed_dim, init_log_sigma)
-        self.a = nn.Parameter(torch.tensor(float(init_scale)))
-        self.b = nn.Parameter(torch.tensor(float(init_scale)))
+        # The official criterion's parameters, in its sigmoid(2x) units (criterions/probemb.py,
+        # ``negative_scale`` and ``shift``): a and b below are twice them.
+        self.negative_scale = nn.Parameter(torch.tensor(float(init_scale) / 2))
+        self.shift = nn.Parameter(torch.tensor(float(init_scale) / 2))
         self.samples = samples
         self.kl_weight = kl_weight
         self.uniformity_weight = uniformity_weight
@@ -293,9 +305,19 @@ class PCME(nn.Module):
         self.uniformity_form = uniformity_form
         self.reduction = reduction
 
+    @property
+    def a(self) -> torch.Tensor:
+        """a of sigmoid(-a d + b), standard sigmoid: twice the official ``negative_scale``."""
+        return 2 * self.negative_scale
+
+    @property
+    def b(self) -> torch.Tensor:
+        """b of sigmoid(-a d + b), standard sigmoid: twice the official ``shift``."""
+        return 2 * self.shift
+
     def loss_parameters(self) -> list[nn.Parameter]:
         """The loss's own parameters (the official criterion's shift and negative scale): not clipped."""
-        return [self.a, self.b]
+        return [self.negative_scale, self.shift]
 
     def _embed(self, head, sigma_head, global_feature, local, mask) -> dict:
         mu = head(global_feature, local, mask)[0][:, 0]

@@ -23,6 +23,8 @@ _SETTINGS = {
     "diversity_weight": {"description": "Weight of the diversity term (0.1).", "type": "number", "minimum": 0},
     "mmd_weight": {"description": "Weight of the MMD term (0.01).", "type": "number", "minimum": 0},
     "warmup_epochs": {"$ref": "#/$defs/warmup_epochs", "default": 0},
+    # yalesong/pvse option.py --grad_clip 2; train.py clips model.parameters(), in fp32
+    "grad_clip": {"default": 2.0},
 }
 _EMBEDDINGS = {"description": "K, embeddings per item (attention heads).", "type": "integer", "minimum": 1, "maximum": 8}
 _PVSE = {"class": "PVSE", "scorings": ["max-cosine"], "probabilistic": False, "exports": {"items": ["embeddings"]}}

@@ -37,7 +37,8 @@ The fields (``models/__init__.py`` describes the class's interface):
 - ``settings``: each setting of the class as a JSON-schema fragment (``$ref`` may name the
   config schema's shared ``$defs``: ``per_dataset_number``, ``warmup_epochs``), with an optional
   ``default``; a setting without one must be in the config. Every method also has the shared
-  stack's :data:`STACK_SETTINGS`. The builder reads a mapping value as one value per dataset
+  stack's :data:`STACK_SETTINGS`; an entry may set one's default only (``"grad_clip": {"default":
+  2.0}``). The builder reads a mapping value as one value per dataset
   name or format (``{coco: .., synthetic-coco: ..}``); the setting's schema says whether it
   allows one.
 - ``note`` (optional): one sentence the report adds under the retrieval table (what the
@@ -75,9 +76,11 @@ UNCERTAINTY_STATISTICS = {
     "mean_log_sigma": "u = mean log σ",
     "sum_sigma_sq": "Σσ² (sum of σ²)",
 }
-# Settings of the shared encoder stack that every method carries (models/model.py reads them).
+# Settings of the shared encoder stack and trainer that every method carries (models/model.py and
+# pcmebench/train.py read them); a method's entry may give one its own default.
 STACK_SETTINGS = {
     "word_vectors_training": {"$ref": "#/$defs/word_vectors_training"},
+    "grad_clip": {"$ref": "#/$defs/grad_clip", "default": None},
 }
 REQUIRED_FIELDS = ("name", "label", "color", "class", "scorings", "probabilistic", "exports", "settings")
 OPTIONAL_FIELDS = ("uncertainty", "note")
@@ -127,7 +130,9 @@ class Method:
 
     @property
     def all_settings(self) -> dict:
-        return {**STACK_SETTINGS, **self.settings}
+        """The stack's settings (with this method's defaults for them) and the method's own."""
+        stack = {k: {**v, **self.settings.get(k, {})} for k, v in STACK_SETTINGS.items()}
+        return {**stack, **{k: v for k, v in self.settings.items() if k not in STACK_SETTINGS}}
 
     @property
     def defaults(self) -> dict:
@@ -262,7 +267,11 @@ def _entry(path: Path, entry, classes: set[str]) -> Method:
         need(
             isinstance(schema, dict), f"setting {key!r} has no schema", "give it a JSON-schema fragment, e.g. {'type': 'number'}"
         )
-        need(key not in STACK_SETTINGS, f"setting {key!r} is a stack setting", "every method has it already; drop it")
+        need(
+            key not in STACK_SETTINGS or set(schema) == {"default"},
+            f"setting {key!r} is a stack setting",
+            "every method has it already: drop it, or give only its default ({'default': ...})",
+        )
     note = entry.get("note", "")
     need(isinstance(note, str), "note is not text", "write the note as a string")
     return Method(

@@ -21,6 +21,8 @@ _SETTINGS = {
         "enum": ["all", "hardest"],
     },
     "warmup_epochs": {"$ref": "#/$defs/warmup_epochs", "default": 0},
+    # fartashf/vsepp train.py --grad_clip 2; model.py train_emb clips every parameter, in fp32
+    "grad_clip": {"default": 2.0},
 }
 _VSE = {
     "class": "VSE",

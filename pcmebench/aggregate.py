@@ -40,6 +40,7 @@ from pcmebench.tables import (
     UNCERTAINTY_COLUMNS,
     UNCERTAINTY_SUMMARY_COLUMNS,
     atomic_write,
+    weighted_means,
 )
 
 log = logging.getLogger("pcmebench.aggregate")
@@ -139,9 +140,9 @@ def load_run(run_dir: Path) -> dict[str, pd.DataFrame | dict]:
 
 
 def check_per_query_means(metrics: pd.DataFrame, per_query: pd.DataFrame, path: Path, tolerance: float = 1e-3) -> None:
-    """The mean of each per-query group must be its metrics.csv value (else the intervals would be about another number)."""
+    """The (weighted) mean of each per-query group must be its metrics.csv value (else the intervals would be about another number)."""
     group = ["protocol", "scoring", "direction", "metric"]
-    means = per_query.groupby(group, sort=False)["value"].mean().rename("per_query_mean").reset_index()
+    means = weighted_means(per_query, group).rename(columns={"value": "per_query_mean"})
     joined = means.merge(metrics[[*group, "value"]], on=group, how="left")
     unknown = joined["value"].isna()
     if unknown.any():
@@ -184,15 +185,17 @@ def resample_counts(rng: np.random.Generator, queries: int, replicates: int) -> 
     return rng.multinomial(queries, np.full(queries, 1.0 / queries), size=replicates).astype(np.float64)
 
 
-def series_replicates(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Bootstrap replicates of the mean of each row of ``values`` (series x queries, NaN = query not in the series).
+def series_replicates(values: np.ndarray, counts: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Bootstrap replicates of the (weighted) mean of each row of ``values`` (series x queries, NaN = query not in the series).
 
-    Replicate b of series s is sum_q c_bq v_sq / sum_q c_bq [v_sq defined]: the mean over the resampled
-    queries that the series has; NaN when the resample holds none of them. Returns (replicates, series).
+    Replicate b of series s is sum_q c_bq w_sq v_sq / sum_q c_bq w_sq [v_sq defined]: the mean over the
+    resampled queries that the series has (``weights`` w: 1 when None); NaN when the resample holds none
+    of them. Returns (replicates, series).
     """
     present = ~np.isnan(values)
+    weights = present.astype(np.float64) if weights is None else np.where(present, weights, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (counts @ np.where(present, values, 0.0).T) / (counts @ present.T.astype(np.float64))
+        return (counts @ np.where(present, values * weights, 0.0).T) / (counts @ weights.T)
 
 
 def percentile_interval(replicates: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -213,7 +216,8 @@ def bootstrap_intervals(per_query: pd.DataFrame, replicates: int = 1000, seed: i
     (dataset, protocol, direction) from ``seed`` and a hash of that key, so every method and metric
     of a dataset sees the same resamples (paired comparisons) and the result does not depend on
     which runs are aggregated together. A replicate's statistic is the mean over seeds of each
-    seed's mean over the resampled queries, the same statistic as the reported mean. RSUM sums the
+    seed's weighted mean over the resampled queries (the rows' ``weight``: on 1K the mean of fold
+    means), the same statistic as the reported mean. RSUM sums the
     replicates of R@1, R@5 and R@10 of both directions, whose queries are resampled independently.
     """
     rows = []
@@ -225,11 +229,13 @@ def bootstrap_intervals(per_query: pd.DataFrame, replicates: int = 1000, seed: i
         labels = block.groupby(["method", "scoring", "metric", "seed"], sort=True).size().index
         values = np.full((len(labels), len(queries)), np.nan)
         values[series, position] = block["value"].to_numpy(dtype=np.float64)
+        weights = np.zeros((len(labels), len(queries)))
+        weights[series, position] = block["weight"].to_numpy(dtype=np.float64)
         rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}|{protocol}|{direction}".encode())])
         step = max(1, BLOCK_ELEMENTS // len(queries))
         draws = np.concatenate(
             [
-                series_replicates(values, resample_counts(rng, len(queries), min(step, replicates - start)))
+                series_replicates(values, resample_counts(rng, len(queries), min(step, replicates - start)), weights)
                 for start in range(0, replicates, step)
             ]
         )

@@ -10,13 +10,15 @@ Protocols: ``pcmebench.protocols``; score matrices: ``pcmebench.scoring``;
 metrics: the ``metrics`` package. Files written (atomically), values in percent:
 
 - ``metrics.csv``: dataset, method, seed, protocol, scoring, direction, metric, value.
-  Each value is the mean of the metric's per-query values (on 1K, over the queries
-  of every fold: the mean over folds whenever the folds have as many evaluated
-  queries, which holds for R@K; a difference on PMRP, from unlabeled images, is
-  logged). RSUM (direction ``both``) = R@1 + R@5 + R@10 of both directions on 1K and 5K.
-- ``per_query.parquet``: protocol, scoring, direction, query, metric, value: every
-  per-query value behind metrics.csv (query = row of the query in the test split:
-  image row for i2t, caption row for t2i); excluded queries have no row.
+  Each value is the mean of the metric's per-query values; on 1K the mean of the
+  folds' means, as the original's 1K (``pcmebench.tables.weighted_means``; it differs
+  from the mean over every fold's queries only where folds have different numbers of
+  evaluated queries, as PMRP's with unlabeled images: logged). RSUM (direction
+  ``both``) = R@1 + R@5 + R@10 of both directions on 1K and 5K.
+- ``per_query.parquet``: protocol, scoring, direction, query, metric, value, weight:
+  every per-query value behind metrics.csv (query = row of the query in the test split:
+  image row for i2t, caption row for t2i) and its weight in the metric's mean (1; on 1K
+  1 / the fold's evaluated queries); excluded queries have no row.
 - ``queries.parquet``: direction, query, u, sum_sigma_sq, true_matches: u = the method's own
   uncertainty statistic (its registry entry's first; PCME's: the mean over dimensions of log
   sigma) and sum_sigma_sq = sum over dimensions of sigma^2, for a probabilistic method (NaN
@@ -85,6 +87,7 @@ from pcmebench.tables import (
     UNCERTAINTY_COLUMNS,
     UNCERTAINTY_SUMMARY_COLUMNS,
     atomic_write,
+    weighted_means,
 )
 
 log = logging.getLogger("pcmebench.evaluate")
@@ -172,9 +175,9 @@ def _reported_metrics(task: RetrievalTask) -> dict[str, str]:
 
 
 def _metric_table(per_query: pd.DataFrame, run: dict) -> pd.DataFrame:
-    """metrics.csv: the mean of every (protocol, scoring, direction, metric) group, plus RSUM."""
+    """metrics.csv: the (weighted) mean of every (protocol, scoring, direction, metric) group, plus RSUM."""
     keys = ["protocol", "scoring", "direction", "metric"]
-    means = per_query.groupby(keys, sort=False)["value"].mean().reset_index()
+    means = weighted_means(per_query, keys)
     rsum = []
     for (protocol, scoring), group in means[means["protocol"].isin(RSUM_PROTOCOLS)].groupby(["protocol", "scoring"], sort=False):
         parts = group[group["metric"].isin(RSUM_PARTS)]
@@ -189,14 +192,14 @@ def _metric_table(per_query: pd.DataFrame, run: dict) -> pd.DataFrame:
 
 
 def _log_fold_means(per_query: pd.DataFrame, folds: pd.Series) -> None:
-    """On 1K, say where the pooled mean (reported) differs from the mean of the fold means."""
+    """On 1K, say where the mean of the fold means (reported) differs from the mean over every fold's queries."""
     one_k = per_query[per_query["protocol"] == "1K"].assign(fold=folds[per_query["protocol"] == "1K"])
     if one_k["fold"].nunique() < 2:
         return
     for key, group in one_k.groupby(["scoring", "direction", "metric"], sort=False):
         pooled, by_fold = group["value"].mean(), group.groupby("fold")["value"].mean().mean()
         if abs(pooled - by_fold) > 1e-9:
-            log.info("1K %s %s %s: mean over queries %.4f (reported), mean of fold means %.4f", *key, pooled, by_fold)
+            log.info("1K %s %s %s: mean of fold means %.4f (reported), mean over queries %.4f", *key, by_fold, pooled)
 
 
 @dataclass
@@ -341,6 +344,7 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
                 _log_exclusions(task, values)
             for key, name in _reported_metrics(task).items():
                 defined = ~np.isnan(values[key])
+                weight = 1.0 / max(1, int(defined.sum())) if task.protocol == "1K" else 1.0  # 1K: the mean of fold means
                 per_query_parts.append(
                     pd.DataFrame(
                         {
@@ -350,6 +354,7 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
                             "query": task.queries[defined],
                             "metric": name,
                             "value": values[key][defined],
+                            "weight": weight,
                         }
                     )
                 )

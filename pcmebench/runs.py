@@ -15,6 +15,8 @@ from corpora import dataset_format
 from corpora.errors import DataError
 from corpora.prepared import PreparedDataset
 from models import CrossModalModel, build_model
+from models.model import per_dataset
+from models.registry import method_entry
 from pcmebench.logs import log_to_stderr
 from pcmebench.tables import atomic_write, code_version  # noqa: F401 - re-exported: the stages import them from here
 from pcmebench.tensorfiles import read_safetensors
@@ -117,6 +119,12 @@ def load_backbone(encoder: torch.nn.Module, path) -> None:
         encoder.load_state_dict(state)
     except RuntimeError as error:
         raise DataError(path, "pretrained backbone", f"does not fit this image encoder: {error}") from None
+
+
+def method_setting(settings: dict, name: str):
+    """One of the run's method settings (its entry's default where the settings lack it), for its dataset."""
+    complete = method_entry(settings["method"]).complete(settings["method_settings"])
+    return per_dataset(complete[name], settings["dataset"], dataset_format(settings["dataset"]))
 
 
 def model_for(settings: dict, prepared: PreparedDataset, pretrained: bool = True) -> CrossModalModel:

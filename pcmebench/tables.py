@@ -15,7 +15,7 @@ from pathlib import Path
 
 RUN_COLUMNS = ["dataset", "method", "seed"]
 METRICS_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "metric", "value"]
-PER_QUERY_COLUMNS = ["protocol", "scoring", "direction", "query", "metric", "value"]
+PER_QUERY_COLUMNS = ["protocol", "scoring", "direction", "query", "metric", "value", "weight"]
 QUERIES_COLUMNS = ["direction", "query", "u", "sum_sigma_sq", "true_matches"]
 UNCERTAINTY_COLUMNS = [
     *RUN_COLUMNS, "protocol", "scoring", "direction", "uncertainty", "bin", "u_low", "u_high", "queries", "metric", "value",
@@ -23,6 +23,19 @@ UNCERTAINTY_COLUMNS = [
 UNCERTAINTY_SUMMARY_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "uncertainty", "statistic", "value"]
 # PCME++'s uncertainty analysis (Chun, ICLR 2024): bins of the sum of sigma^2 on COCO 5K and ECCV Caption.
 PCMEPP_PROTOCOLS = ("5K", "ECCV")
+
+
+def weighted_means(per_query, keys: list[str]):
+    """Each group's metric value from per-query rows: sum(weight x value) / sum(weight).
+
+    Weights are 1, except on 1K, where a query of a fold weighs 1 / that fold's evaluated queries:
+    the value is the mean of the five folds' means, as the original computes 1K
+    (naver-ai/pcme evaluate_pmrp_coco.py; the same as the pooled mean where folds have as many
+    queries, which R@K's do).
+    """
+    weighted = per_query.assign(_wv=per_query["value"] * per_query["weight"])
+    sums = weighted.groupby(keys, sort=False)[["_wv", "weight"]].sum()
+    return (sums["_wv"] / sums["weight"]).rename("value").reset_index()
 
 
 def _umask() -> int:

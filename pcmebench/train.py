@@ -7,8 +7,9 @@ Schedule (PCME paper; naver-ai/pcme train_coco.py, train_cub.py, engine/trainer.
 a phase with the image backbone frozen, then fine-tuning of everything, each phase
 with its own learning rate, cosine-annealed per epoch over ``cosine_t_max`` epochs
 (the phase's length when null) and its own optimiser, built afresh when fine-tuning
-starts; AdamW (the paper used AdamP); the model's gradients clipped at norm 2, the
-loss's own parameters (PCME's a and b) not. After every
+starts; AdamW (the paper used AdamP); the model's gradients clipped at the method's
+``grad_clip`` (VSE++ and PVSE: 2; PCME: none, as its fp16 runs effectively did), the
+loss's own parameters (PCME's a and b) never. After every
 epoch the run writes ``checkpoint.pt`` (atomically; loadable with
 ``torch.load(weights_only=True)``); the same command after a crash resumes from
 it, and on CPU ends with the same weights as an uninterrupted run, because each
@@ -57,6 +58,7 @@ from pcmebench.runs import (
     code_version,
     file_sha256,
     load_backbone,
+    method_setting,
     model_for,
     parse_stage_arguments,
     resolve_device,
@@ -132,7 +134,12 @@ def make_loader(pairs: CaptionPairs, training: dict, seed: int, device: torch.de
     if training["batching"] == "one-per-class":
         batches = OnePerClassBatches(pairs.class_ids(), order)
     else:
-        batches = BatchSampler(RandomSampler(pairs, generator=order), training["batch_size"], drop_last=True)
+        # The last partial batch is kept, as the original's COCO loader (naver-ai/pcme datasets/_dataloader.py,
+        # drop_last False), unless it would hold a single pair, which has no in-batch negative.
+        single = len(pairs) % training["batch_size"] == 1
+        if single:
+            log.info("the last batch of each epoch would hold one pair: left out")
+        batches = BatchSampler(RandomSampler(pairs, generator=order), training["batch_size"], drop_last=single)
     workers = loader_workers(training["workers"], threads)
     return DataLoader(
         SeededItems(pairs, seed),
@@ -167,6 +174,7 @@ def train(
     prepared = PreparedDataset(prepared_dir)
     identity = {"config": config_hash, "code": code_digest(), "prepared_data": prepared.content_sha256}
     model = model_for(settings, prepared)
+    grad_clip = method_setting(settings, "grad_clip")
     if backbone is not None:
         load_backbone(model.image_encoder, backbone)
     precision = Precision.for_run(training, device)
@@ -233,7 +241,8 @@ def train(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters_to_clip(), training["grad_clip"])
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters_to_clip(), grad_clip)
             optimizer.step()
             seen += len(image_ids)
             for key, value in {"loss": loss.detach(), **stats}.items():

@@ -39,7 +39,7 @@ def write_run(
             for q in range(queries)
             if direction == "i2t" or q % 5
         ]
-    per_query = pd.DataFrame(per_query, columns=agg.PER_QUERY_COLUMNS)
+    per_query = pd.DataFrame(per_query, columns=agg.PER_QUERY_COLUMNS[:-1]).assign(weight=1.0)
     means = per_query.groupby(["protocol", "scoring", "direction", "metric"], sort=False)["value"].mean().reset_index()
     rsum = means[means["metric"].isin(RECALLS)]["value"].sum()
     metrics = pd.concat(
@@ -251,3 +251,16 @@ def test_bad_published_numbers_are_named(tmp_path):
     path.write_text("dataset,method,protocol,direction,metric,value,recipe,source\ncoco,pcme,1K,i2t,R@1,68.8,naver-ai/pcme,\n")
     with pytest.raises(agg.AggregateError, match=re.escape(f"{path}: row 2 needs a value in [0, 100], a recipe and a source")):
         agg.published_numbers(path)
+
+
+def test_bootstrap_replicates_of_1k_resample_the_mean_of_fold_means():
+    """1K rows weigh 1 / their fold's queries: the unresampled replicate is the mean of the fold means,
+    and a resample weighs each drawn query by its count and its fold weight."""
+    values = np.array([[100.0, 0.0, 100.0, 100.0, 0.0, np.nan]])  # fold A: queries 0-1; fold B: 2-4; 5 excluded
+    weights = np.array([[1 / 2, 1 / 2, 1 / 3, 1 / 3, 1 / 3, 0.0]])
+    unresampled = agg.series_replicates(values, np.ones((1, 6)), weights)
+    assert unresampled[0, 0] == pytest.approx((50.0 + 200 / 3) / 2)
+    counts = np.array([[2.0, 0.0, 1.0, 0.0, 3.0, 0.0]])
+    expected = (2 * 0.5 * 100 + 1 / 3 * 100) / (2 * 0.5 + 1 / 3 + 3 * 1 / 3)
+    assert agg.series_replicates(values, counts, weights)[0, 0] == pytest.approx(expected)
+    assert agg.series_replicates(values, counts)[0, 0] == pytest.approx(300 / 6)  # no weights: the plain mean

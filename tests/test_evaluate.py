@@ -135,6 +135,43 @@ def test_perfect_embeddings_score_100_and_the_tables_have_their_schemas(method, 
         assert set(result.uncertainty_summary["scoring"]) <= {PRIMARY[method]}
 
 
+def test_1k_values_are_the_mean_of_the_folds_means(prepared, tmp_path, monkeypatch):
+    """The original's 1K (naver-ai/pcme evaluate_pmrp_coco.py: one value per fold, then their mean);
+    folds of 3 and 7 images here, so the mean of fold means and the pooled mean differ."""
+    from pcmebench import protocols
+    from pcmebench.aggregate import check_per_query_means
+
+    split = split_of(prepared)
+    assert split.n_images == 10
+    blocks = [np.arange(0, 3), np.arange(3, 10)]
+    monkeypatch.setattr(
+        protocols, "coco_folds", lambda split: [(b, np.flatnonzero(np.isin(split.caption_image, b))) for b in blocks]
+    )
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randn(split.n_images, DIM, generator=generator)
+    captions = torch.randn(split.n_captions, DIM, generator=generator)
+    path = tmp_path / "embeddings.safetensors"
+    result = evaluate_run(prepared, path, write_embeddings(path, split, "vse0", "synthetic-coco", images, captions), device="cpu")
+    table = result.metrics.set_index(["protocol", "scoring", "direction", "metric"])["value"]
+
+    scores = (torch.nn.functional.normalize(images, dim=1) @ torch.nn.functional.normalize(captions, dim=1).T).numpy()
+    per_fold, pooled = {}, {}
+    for b in blocks:
+        rows = np.flatnonzero(np.isin(split.caption_image, b))
+        fold_scores, positives = scores[np.ix_(b, rows)], split.caption_image[rows][None, :] == b[:, None]
+        per_fold.setdefault("i2t R@1", []).append(recall_at_k(fold_scores, positives)["R@1"])
+        per_fold.setdefault("t2i R@1", []).append(recall_at_k(fold_scores.T, positives.T)["R@1"])
+        labels = split.labels[split.caption_image[rows]], split.labels[b]
+        per_fold.setdefault("t2i PMRP", []).append(pmrp(fold_scores.T, *labels)["PMRP"])
+        per_fold.setdefault("i2t PMRP", []).append(pmrp(fold_scores, labels[1], labels[0])["PMRP"])
+    for name, values in per_fold.items():
+        direction, metric = name.split()
+        assert table["1K", "cosine", direction, metric] == pytest.approx(np.mean(values), abs=1e-9), name
+        pooled[name] = (3 * values[0] + 7 * values[1]) / 10
+    assert any(abs(pooled[n] - np.mean(v)) > 1 for n, v in per_fold.items())  # the two definitions differ here
+    check_per_query_means(result.metrics, result.per_query, path)  # aggregate reads the same means back
+
+
 def test_per_query_means_equal_the_metrics_and_the_metrics_package(prepared, tmp_path):
     split = split_of(prepared)
     generator = torch.Generator().manual_seed(5)

@@ -152,6 +152,18 @@ def test_word_vectors_from_a_glove_file(tmp_path):
     np.testing.assert_array_equal(vectors[vocab.index["blue"]], random_only[vocab.index["blue"]])
 
 
+def test_words_without_a_glove_vector_start_as_the_originals_embedding_rows():
+    """nn.Embedding's default N(0, 1) (naver-ai/pcme caption_encoder.py): GloVe-less words and <start>, <end>, <unk>."""
+    vocab = Vocabulary.build([f"word{i} other{i}" for i in range(2000)])
+    vectors, _ = word_vectors(vocab, 50, seed=0)
+    rows = vectors[1:]  # all but <pad>
+    assert abs(rows.mean()) < 0.01 and rows.std() == pytest.approx(1.0, abs=0.01)
+    for token in ("<start>", "<end>", "<unk>"):
+        assert np.linalg.norm(vectors[vocab.index[token]]) == pytest.approx(np.sqrt(50), rel=0.5)
+    narrow, _ = word_vectors(vocab, 50, seed=0, std=0.1)
+    np.testing.assert_allclose(narrow, 0.1 * vectors, rtol=1e-6)
+
+
 def test_bad_glove_line_names_file_and_line(tmp_path):
     glove = tmp_path / "glove.txt"
     glove.write_text("red 1 2 3\nstar 7 eight 9\n")

@@ -24,6 +24,7 @@ from models.pcme import (
 )
 from models.pvse import PVSE, diversity_loss, max_cosine, mmd_loss
 from models.vse import VSE, hinge_triplet_loss
+from pcmebench.train import make_optimizer
 
 SIM = torch.tensor([[0.5, 0.6, 0.1], [0.4, 0.3, 0.35], [0.0, 0.2, 0.7]])
 DIMS = FeatureDims(6, 4)
@@ -196,7 +197,53 @@ def test_pcme_raw_uniformity_has_no_lower_bound():
 
 def test_pcme_a_and_b_are_the_loss_parameters_left_out_of_clipping():
     method = PCME(DIMS, DIMS, 8, samples=2, init_scale=10.0, kl_weight=0.0, uniformity_weight=0.0)
-    assert [id(p) for p in method.loss_parameters()] == [id(method.a), id(method.b)]
+    assert [id(p) for p in method.loss_parameters()] == [id(method.negative_scale), id(method.shift)]
+    assert (method.a.item(), method.b.item()) == (10.0, 10.0)  # standard units, twice the official 5
+
+
+@pytest.mark.parametrize("lr", [2e-4, 2e-3])
+def test_pcme_a_and_b_follow_the_official_parametrisation_under_the_trainers_optimiser(lr):
+    """N AdamW steps on the same batches: a and b (standard units) move as twice the official
+    criterion's negative_scale and shift (official sigmoid e^x / (e^x + e^-x), a = b = 15 at start)
+    moved; a standard-unit parameter of its own would move half as far."""
+    n, j, d, steps = 4, 3, 6, 200
+    batches = [(gaussian_batch(n, j, d, -2.0, s), gaussian_batch(n, j, d, -2.0, s + 100)) for s in range(5)]
+    matched = 2 * torch.eye(n, dtype=torch.float64) - 1  # the official matching indicator: 1 or -1
+
+    def official_nll(image_samples, caption_samples, negative_scale, shift):
+        distance = ((image_samples.double()[:, None, :, None] - caption_samples.double()[None, :, None, :]) ** 2).sum(-1)
+        logit = -negative_scale * (distance + 1e-6).sqrt() + shift  # (N, N, J, J)
+        probability = (torch.exp(matched[:, :, None, None] * logit) / (logit.exp() + (-logit).exp())).mean((2, 3))
+        return -probability.log().sum() * 2  # both directions, summed
+
+    negative_scale = torch.tensor(15.0, dtype=torch.float64, requires_grad=True)
+    shift = torch.tensor(15.0, dtype=torch.float64, requires_grad=True)
+    official_optimiser = torch.optim.Adam([negative_scale, shift], lr=lr)
+    method = PCME(DIMS, DIMS, d, samples=j, init_scale=30.0, kl_weight=0.0, uniformity_weight=0.0).double()
+    ours_optimiser = make_optimizer(method, {"weight_decay": 0.0}, lr)
+    standard = torch.tensor([30.0, 30.0], dtype=torch.float64, requires_grad=True)  # a, b as plain parameters
+    standard_optimiser = torch.optim.Adam([standard], lr=lr)
+    official, ours, plain = [], [], []
+    for step in range(steps):
+        images, captions = batches[step % len(batches)]
+        images, captions = {k: v.double() for k, v in images.items()}, {k: v.double() for k, v in captions.items()}
+        official_optimiser.zero_grad()
+        official_nll(images["samples"], captions["samples"], negative_scale, shift).backward()
+        official_optimiser.step()
+        official.append((2 * negative_scale.item(), 2 * shift.item()))
+        ours_optimiser.zero_grad()
+        method.loss(images, captions, torch.eye(n, dtype=torch.bool))[0].backward()
+        ours_optimiser.step()
+        ours.append((method.a.item(), method.b.item()))
+        standard_optimiser.zero_grad()
+        nll = soft_contrastive_nll(images["samples"], captions["samples"], torch.eye(n, dtype=torch.bool), *standard)
+        (2 * nll.sum()).backward()
+        standard_optimiser.step()
+        plain.append(tuple(standard.tolist()))
+    torch.testing.assert_close(torch.tensor(ours), torch.tensor(official), rtol=0, atol=1e-5)
+    moved_official = official[-1][0] - 30.0
+    assert abs(moved_official) > 50 * lr  # the trajectory moved: the comparison is not of constants
+    assert plain[-1][0] - 30.0 == pytest.approx(moved_official / 2, rel=0.1)  # standard units: half the pace
 
 
 def test_match_probability_equals_the_float64_reference():

@@ -110,9 +110,9 @@ def test_an_entry_is_read_with_names_of_literals_and_without_running_the_file(tm
         """,
     )
     toy = registered(folder)["toy"]
-    assert toy.defaults == {"width": 3} and toy.required == [*STACK_SETTINGS, "depth"]
+    assert toy.defaults == {"grad_clip": None, "width": 3} and toy.required == ["word_vectors_training", "depth"]
     assert toy.module == "models.toy" and toy.where == "models/toy.py"
-    assert toy.complete({"depth": 2}) == {"width": 3, "depth": 2}
+    assert toy.complete({"depth": 2}) == {"grad_clip": None, "width": 3, "depth": 2}
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,7 @@ def test_the_schema_holds_each_method_and_its_settings_and_refuses_others(tmp_pa
     config = {"datasets": ["synthetic-coco"], "methods": ["toy"], "method_settings": {"toy": {"width": 2, "widht": 1}}}
     problems = [p for p in schema_problems(config, schema) if "method_settings" in p]
     assert problems == [
-        "config: method_settings.toy: unknown key 'widht' (did you mean 'width'?); allowed: width, word_vectors_training"
+        "config: method_settings.toy: unknown key 'widht' (did you mean 'width'?); allowed: grad_clip, width, word_vectors_training"
     ]
     config["method_settings"] = {"toy": {"width": "wide"}, "pcme": {}}
     problems = [p for p in schema_problems(config, schema) if "method_settings" in p]

@@ -16,8 +16,8 @@ from corpora.text import SPECIAL_TOKENS, UNK
 from models import CrossModalModel
 from models.registry import registered
 from pcmebench.embed import export
-from pcmebench.runs import merge_config, model_for
-from pcmebench.train import CHECKPOINT, NonFiniteLossError, phase_of, train
+from pcmebench.runs import merge_config, method_setting, model_for
+from pcmebench.train import CHECKPOINT, NonFiniteLossError, make_loader, phase_of, train
 from tests.conftest import REPO
 
 METHODS = list(registered())  # every method file of models/
@@ -207,7 +207,7 @@ def test_fine_tuning_starts_with_a_fresh_optimiser(prepared, tmp_path, monkeypat
 def test_clipping_leaves_out_the_loss_parameters(prepared):
     model = model_for(tiny_settings("pcme"), PreparedDataset(prepared))
     clipped = {id(p) for p in model.parameters_to_clip()}
-    assert id(model.method.a) not in clipped and id(model.method.b) not in clipped
+    assert id(model.method.negative_scale) not in clipped and id(model.method.shift) not in clipped
     assert len(clipped) == len(list(model.parameters())) - 2
     vse = model_for(tiny_settings("vse0"), PreparedDataset(prepared))
     assert len(vse.parameters_to_clip()) == len(list(vse.parameters()))
@@ -249,3 +249,33 @@ def test_random_erasing_only_in_training():
     assert all(e >= 16 for e in erased)  # one rectangle of 2% to 1/3 of the image, zero after normalising
     assert all(e <= 32 * 32 / 3 + 32 for e in erased)
     assert not (image_transform("none", 32, train=False, random_erasing=1.0)(image) == 0).all(0).any()
+
+
+@pytest.mark.parametrize("method, grad_clip", [("pcme", None), ("vse0", 2.0), ("vsepp", 2.0), ("pvse-k1", 2.0), ("pvse-k2", 2.0)])
+def test_each_method_clips_as_its_original_runs_did(method, grad_clip, prepared, tmp_path, monkeypatch):
+    """PCME's fp16 runs stepped unclipped fp32 master weights; VSE++ and PVSE clip at 2 in fp32."""
+    for dataset in ("coco", "cub", "synthetic-coco", "synthetic-cub"):
+        settings = {"dataset": dataset, "method": method, "method_settings": CONFIG["method_settings"][method]}
+        assert method_setting(settings, "grad_clip") == grad_clip
+    norms = []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda parameters, norm: norms.append(norm))
+    train(prepared, tmp_path, tiny_settings(method, epochs=1), threads=1)
+    assert norms == ([] if grad_clip is None else [grad_clip] * len(norms)) and (grad_clip is None or norms)
+    settings = tiny_settings(method, epochs=1)
+    settings["method_settings"] = {**settings["method_settings"], "grad_clip": 0.5}
+    norms.clear()
+    train(prepared, tmp_path / "clipped", settings, threads=1)
+    assert norms and set(norms) == {0.5}
+
+
+@pytest.mark.parametrize("remainder", [3, 1])
+def test_the_last_partial_batch_is_kept_unless_it_holds_one_pair(remainder, prepared):
+    """The original's COCO loader keeps it (drop_last False); a batch of one pair has no negative."""
+    pairs = CaptionPairs([PreparedDataset(prepared).split("train")], image_transform("none", 32, train=True))
+    training = tiny_settings("vse0")["dataset_settings"]["training"]
+    training["batch_size"] = next(b for b in range(len(pairs) - 1, remainder, -1) if len(pairs) % b == remainder)
+    full = len(pairs) // training["batch_size"]
+    loader = make_loader(pairs, training, seed=0, device=torch.device("cpu"))
+    loader.batch_sampler.set_epoch(0)
+    sizes = [len(image_ids) for _, _, _, image_ids in loader]
+    assert sizes == [training["batch_size"]] * full + ([remainder] if remainder > 1 else [])

@@ -22,6 +22,7 @@ rule prepare:
         train_splits=lambda wildcards: dataset_settings(wildcards.dataset)["train_splits"],
         min_word_count=lambda wildcards: dataset_settings(wildcards.dataset)["min_word_count"],
         word_dim=lambda wildcards: dataset_settings(wildcards.dataset)["word_dim"],
+        word_vector_std=lambda wildcards: dataset_settings(wildcards.dataset)["word_vector_std"],
         word_vectors=lambda wildcards: word_vectors_file(wildcards.dataset),
         stored_shorter_side=lambda wildcards: dataset_settings(wildcards.dataset)["training"]["stored_shorter_side"],
     script:

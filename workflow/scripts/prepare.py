@@ -26,6 +26,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 - snakemake is injected by the scri
         min_word_count=params.min_word_count,
         word_dim=params.word_dim,
         word_vectors_file=params.word_vectors,
+        word_vector_std=params.word_vector_std,
         stored_shorter_side=params.stored_shorter_side,
         workers=snakemake.threads,  # noqa: F821 - processes that decode every image once
     )
