@@ -59,9 +59,9 @@ METHODS = [
         "exports": {"items": ["mu", "log_sigma", "samples"], "drawn": "samples", "learned": ["a", "b"]},
         "uncertainty": {"sigma": "log_sigma", "statistics": ["mean_log_sigma", "sum_sigma_sq"]},
         "note": (
-            "PCME's own row ranks by match probability, the official COCO evaluation; PCME (sample-dot), the sum of "
-            "the J x J sample inner products, is the official CUB evaluation, the one the PCME paper's CUB table "
-            "used (evaluate_cub.py, eval_method matmul)."
+            "PCME's own row ranks by match probability, the official COCO evaluation (evaluate_recall_coco.py); PCME "
+            "(sample-dot), the sum of the J x J sample inner products, is what the official evaluate_cub.py runs with "
+            "the shipped CUB config (eval_method matmul)."
         ),
         "settings": {
             # None: what the official runs effectively did. engine/trainer.py clips

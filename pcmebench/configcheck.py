@@ -42,25 +42,29 @@ def _leaf_errors(errors) -> Iterator[jsonschema.ValidationError]:
         yield from _leaf_errors(error.context or ())
 
 
+UNREADABLE = object()
+
+
 def _scalar_as(text: str, types: list[str]):
-    """``text`` as the first of the JSON-schema ``types`` (integer, number, boolean) it spells, else None."""
+    """``text`` as the first of the JSON-schema ``types`` (integer, number, boolean, null) it spells, else UNREADABLE."""
     readers = {
         "integer": int,
         "number": lambda t: int(t) if t.lstrip("+-").isdigit() else float(t),
         "boolean": lambda t: {"true": True, "false": False}[t.lower()],
+        "null": lambda t: {"null": None, "~": None}[t.lower()],
     }
     for kind in types:
         try:
             return readers[kind](text)
         except (KeyError, ValueError):
             continue
-    return None
+    return UNREADABLE
 
 
 def coerce_command_line_scalars(config: dict, schema: dict) -> None:
     """--config reads every nested value as text (seeds=[0,1] gives "0", "1";
     method_settings={vsepp: {margin: 0.25}} gives "0.25"). Where the schema wants a number,
-    an integer or a boolean and finds text that spells one, use that value (in place);
+    an integer, a boolean or null and finds text that spells one, use that value (in place);
     validation then reports anything else."""
     validator = jsonschema.Draft202012Validator(schema)
     for _ in range(8):  # a fix can expose errors deeper down; a few passes reach them all
@@ -71,7 +75,7 @@ def coerce_command_line_scalars(config: dict, schema: dict) -> None:
             types = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
             value = _scalar_as(error.instance, types)
             path = list(error.absolute_path)
-            if value is None or not path:
+            if value is UNREADABLE or not path:
                 continue
             parent = functools.reduce(lambda node, key: node[key], path[:-1], config)
             parent[path[-1]] = value

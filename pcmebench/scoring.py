@@ -15,9 +15,8 @@ entry (``models/registry.py``, ``SCORINGS``). The scorings:
   mean over the J x J sample pairs of sigmoid(-a ||z_i - z_c|| + b) on the
   stored samples with the learned a and b (``models.pcme.match_probability``;
   the official COCO evaluation, evaluate_recall_coco.py); ``sample-dot``, the sum
-  of the J x J sample inner products, the official CUB evaluation and the one the
-  paper's CUB table used (evaluate_cub.py with ``eval_method: matmul`` of
-  config/cub/pcme_cub.yaml); ``mu``, the cosine of the means ("mu only" in the
+  of the J x J sample inner products, the official CUB evaluation (evaluate_cub.py
+  with the shipped config/cub/pcme_cub.yaml, ``eval_method: matmul``); ``mu``, the cosine of the means ("mu only" in the
   PCME paper); ``csd``, the closed-form sampled distance of PCME++ (Chun, ICLR
   2024) ||mu_i - mu_c||^2 + sum sigma_i^2 + sum sigma_c^2, lower = closer, so its
   negative is the score.

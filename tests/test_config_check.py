@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from models.registry import settings_problems, with_method_settings
-from pcmebench.configcheck import load_schema, recipe_problems, schema_problems
+from pcmebench.configcheck import coerce_command_line_scalars, load_schema, recipe_problems, schema_problems
 from pcmebench.runs import merge_config
 from tests.conftest import REPO
 
@@ -184,3 +184,14 @@ def test_a_value_outside_the_schema_names_the_key_and_the_allowed_values(overrid
     code, output = dry_run(override)
     assert code != 0
     assert message in output
+
+
+def test_command_line_text_becomes_the_null_or_number_the_schema_wants():
+    """--config 'method_settings={"pcme": {"grad_clip": {"coco": null, ...}}}' reaches the config as text."""
+    config = with_value(["method_settings", "pcme", "grad_clip"], {"coco": "null", "cub": "~", "synthetic-coco": "2.0"})
+    coerce_command_line_scalars(config, SCHEMA)
+    assert config["method_settings"]["pcme"]["grad_clip"] == {"coco": None, "cub": None, "synthetic-coco": 2.0}
+    assert schema_problems(config, SCHEMA) == []
+    config = with_value(["method_settings", "pcme", "grad_clip"], "none")
+    coerce_command_line_scalars(config, SCHEMA)
+    assert schema_problems(config, SCHEMA)  # not a spelling of null: refused, not read as one
