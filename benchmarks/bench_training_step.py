@@ -8,7 +8,7 @@ the paper table's projected wall time (``projection.py``).
 
 The method step is the trainer's (``pcmebench.train``): the batch copied from (pinned, on CUDA)
 host memory, the encoders, the method's heads and loss (fp32, outside autocast), the non-finite
-check, AdamW over every trainable parameter, gradient clipping at 2 and the progress bar's
+check, AdamW over every trainable parameter, the method's gradient clipping and the progress bar's
 ``loss.item()``; the backbone frozen in the frozen phase. The reference is the same ResNet body
 alone on images already on the device: in fine-tuning a forward, a backward from the mean of its
 feature map and an AdamW step; in the frozen phase its forward pass without gradients (train mode,
