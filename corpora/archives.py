@@ -5,20 +5,28 @@ path; a trailing ``/`` takes a whole folder) to the mapped path under ``root``, 
 ``{"CUB_200_2011/images/": "images/"}``. Every member of the archive, extracted or not, is checked
 first: an absolute path, a ``..`` component, a link that points outside the archive's folder, or a
 device file rejects the whole archive (``UnsafeArchiveError``). Tar members then pass through
-``tarfile``'s ``data`` filter; zip members get the same checks explicitly. Everything is extracted
-into a temporary folder next to the targets and moved into place only when complete, so a failed
-or interrupted extraction leaves no half-filled folder that looks like data.
+``tarfile``'s ``data`` filter, which resolves every path on disk, links included, before writing.
+A zip may hold no link at all (the datasets' zips hold none): its links are checked as text, and a
+chain of them can lead out where each looks inside. Every archive is read to its end and its
+integrity checked (each zip member's CRC, the compressed stream's CRC and length, nothing but
+padding after what ``tarfile`` takes for the end: a damaged header looks like one) before anything
+moves: a damaged archive is refused whole (``DamagedArchiveError``). Everything is extracted into a
+temporary folder next to the targets and moved into place only when complete, so a failed or
+interrupted extraction leaves no half-filled folder that looks like data.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import shutil
 import stat
 import sys
 import tarfile
 import zipfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -27,10 +35,19 @@ from corpora.download import check_free_space
 from corpora.errors import DataError
 
 log = logging.getLogger("pcmebench.extract")
+REFUSED = "the archive is refused whole, nothing extracted"
 
 
 class UnsafeArchiveError(DataError):
     """An archive member that would land outside the extraction folder, or is not a plain file."""
+
+
+class DamagedArchiveError(DataError):
+    """An archive that cannot be read to its end intact: cut short, or with damaged bytes."""
+
+
+class IncompleteArchiveError(DataError):
+    """An intact archive that lacks files its dataset's own index names."""
 
 
 def _unsafe_path(name: str) -> str | None:
@@ -76,11 +93,15 @@ class _Members:
         return [target.rstrip("/") for target in self.members.values()]
 
 
-def extract(archive: str | Path, root: str | Path, members: dict[str, str], progress: bool = True) -> list[Path]:
+def extract(
+    archive: str | Path, root: str | Path, members: dict[str, str], progress: bool = True, check: Callable | None = None
+) -> list[Path]:
     """Extract the ``members`` of ``archive`` under ``root`` (see the module docstring).
 
     Returns the paths put in place. A target that already exists is an error: nothing is
     overwritten. A key of ``members`` the archive lacks is a DataError (not the expected archive).
+    ``check(staging)``: run on the extracted targets (laid out under the temporary folder as they
+    will be under ``root``) before they move; an IncompleteArchiveError it raises refuses the archive.
     """
     archive, root = Path(archive), Path(root)
     mapping = _Members(members)
@@ -98,6 +119,11 @@ def extract(archive: str | Path, root: str | Path, members: dict[str, str], prog
         for source, found in mapping.found.items():
             if not found:
                 raise DataError(archive, f"member {source}", "not in the archive; is it the expected file?")
+        if check is not None:
+            try:
+                check(staging)
+            except IncompleteArchiveError as error:
+                raise IncompleteArchiveError(archive, error.item, f"{error.problem} ({error.path}); {REFUSED}") from None
         placed = []
         for target in mapping.targets():
             (root / target).parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +133,35 @@ def extract(archive: str | Path, root: str | Path, members: dict[str, str], prog
         shutil.rmtree(staging, ignore_errors=True)
     log.info("%s: extracted %s", archive, ", ".join(str(p) for p in placed))
     return placed
+
+
+def check_integrity(archive: str | Path) -> None:
+    """Read a zip or tar archive to its end without extracting it; DamagedArchiveError when it is not intact."""
+    archive = Path(archive)
+    if zipfile.is_zipfile(archive):
+        try:
+            with zipfile.ZipFile(archive) as bundle:
+                for info in bundle.infolist():
+                    if not info.is_dir():
+                        _read_member(archive, bundle, info, None)
+        except zipfile.BadZipFile as error:
+            raise DamagedArchiveError(archive, "file", f"not a readable zip archive ({error}); {REFUSED}") from None
+        return
+    try:
+        with tarfile.open(archive, "r:*") as bundle:
+            for _member in bundle:
+                pass
+            _read_to_the_end(archive, bundle)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise DamagedArchiveError(archive, "file", f"cannot be read to the end as a tar archive ({error}); {REFUSED}") from None
+
+
+def move_aside(archive: Path) -> Path:
+    """Move a refused archive out of the way (``<name>.rejected``, replacing an older one), so a rerun
+    downloads it again instead of meeting it; returns where it went."""
+    aside = archive.with_name(archive.name + ".rejected")
+    os.replace(archive, aside)
+    return aside
 
 
 def _bar(total, name: str, progress: bool):
@@ -124,33 +179,44 @@ def _extract_zip(archive: Path, staging: Path, mapping: _Members, progress: bool
         chosen = []
         for info in infos:
             why = _unsafe_path(info.filename)
-            is_link = stat.S_ISLNK(info.external_attr >> 16)
-            if why is None and is_link and _link_escapes(info.filename, bundle.read(info).decode("utf-8", "replace")):
-                why = "symbolic link pointing outside the archive's folder"
+            if why is None and stat.S_ISLNK(info.external_attr >> 16):
+                why = "symbolic link (the datasets' zip archives hold none)"
             if why:
                 raise UnsafeArchiveError(
                     archive, f"member {info.filename!r}", f"{why}; the archive is rejected, nothing extracted"
                 )
             destination = mapping.destination(info.filename)
             if destination is not None:
-                chosen.append((info, destination, is_link))
-        check_free_space(staging, sum(info.file_size for info, _, _ in chosen), f"extracting {archive.name}")
-        with _bar(len(chosen), archive.name, progress) as bar:
-            for info, destination, is_link in chosen:
+                chosen.append((info, destination))
+        check_free_space(staging, sum(info.file_size for info, _ in chosen), f"extracting {archive.name}")
+        extracted = {info.filename for info, _ in chosen}
+        with _bar(len(infos), archive.name, progress) as bar:
+            for info, destination in chosen:
                 path = staging / destination
                 if info.is_dir():
                     path.mkdir(parents=True, exist_ok=True)
-                elif is_link:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.symlink_to(bundle.read(info).decode("utf-8"))
                 else:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    try:
-                        with bundle.open(info) as source, path.open("wb") as out:
-                            shutil.copyfileobj(source, out, 1 << 20)
-                    except (zipfile.BadZipFile, OSError, EOFError) as error:  # CRC mismatch, truncated data
-                        raise DataError(archive, f"member {info.filename!r}", f"cannot be read ({error})") from None
+                    _read_member(archive, bundle, info, path)
                 bar.update()
+            for info in infos:  # the members left out are read too: a damaged archive is refused whole
+                if info.filename not in extracted and not info.is_dir():
+                    _read_member(archive, bundle, info, None)
+                bar.update()
+
+
+def _read_member(archive: Path, bundle: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path | None) -> None:
+    """Read one zip member to its end (its CRC is checked there), into ``path`` unless None."""
+    try:
+        with bundle.open(info) as source:
+            if path is None:
+                while source.read(1 << 20):
+                    pass
+            else:
+                with path.open("wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:  # CRC mismatch, truncated or damaged data
+        raise DamagedArchiveError(archive, f"member {info.filename!r}", f"damaged ({error}); {REFUSED}") from None
 
 
 def _extract_tar(archive: Path, staging: Path, mapping: _Members, progress: bool) -> None:
@@ -174,10 +240,29 @@ def _extract_tar(archive: Path, staging: Path, mapping: _Members, progress: bool
                     renamed["linkname"] = link_target
                 bundle.extract(member.replace(**renamed, deep=False), staging, filter="data")
                 bar.update()
+            _read_to_the_end(archive, bundle)
     except tarfile.FilterError as error:  # the data filter's own checks, on the renamed member
         raise UnsafeArchiveError(archive, "member", f"{error}; the archive is rejected, nothing extracted") from None
-    except (tarfile.TarError, EOFError, OSError) as error:  # not a tar archive, or cut short
-        raise DataError(archive, "file", f"cannot be read to the end as a tar archive ({error})") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:  # not a tar archive, cut short, damaged
+        raise DamagedArchiveError(archive, "file", f"cannot be read to the end as a tar archive ({error}); {REFUSED}") from None
+
+
+def _read_to_the_end(archive: Path, bundle: tarfile.TarFile) -> None:
+    """After the last member: the rest of the stream must be the end-of-archive padding, and the
+    compressed stream must end intact (gzip's CRC and length are checked when its end is read).
+
+    ``tarfile`` ends its iteration at the first header it cannot parse, so a damaged header in the
+    middle reads as the end of a shorter archive; what follows it is not padding."""
+    stream = bundle.fileobj
+    stream.seek(bundle.offset)
+    position = bundle.offset
+    while block := stream.read(1 << 20):
+        if block.count(0) != len(block):
+            at = position + next(i for i, byte in enumerate(block) if byte)
+            raise DamagedArchiveError(
+                archive, "file", f"data after what reads as its end (uncompressed byte {at:,}): a damaged header; {REFUSED}"
+            )
+        position += len(block)
 
 
 def _check_tar_member(archive: Path, member: tarfile.TarInfo, staging: Path) -> None:

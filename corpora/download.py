@@ -10,8 +10,10 @@
   (what extracting it will take);
 - only when its size and checksum are right is ``<target>.part`` renamed to ``target``; a wrong
   one is deleted, never left as if valid;
-- a file with no published checksum gets the SHA-256 of its first download recorded next to it
-  (``<target>.sha256``), and a warning when a later copy differs.
+- a file with no published checksum gets the SHA-256 of its first intact copy recorded next to
+  it (``<target>.sha256``), and a warning when a later copy differs; an archive's caller records
+  it only once the archive has passed every check (``record=False``): a damaged first copy
+  must not become the reference.
 
 Hosts such as Google Drive answer large files with a confirmation page; ``fetch`` follows its
 "download anyway" form once and otherwise raises ``DownloadRefused``, so the caller can say
@@ -325,6 +327,7 @@ def fetch(
     timeout: tuple[float, float] = (30.0, 120.0),
     session: requests.Session | None = None,
     progress: bool = True,
+    record: bool = True,
 ) -> Path:
     """Download ``source`` to ``target`` (see the module docstring); returns ``target``.
 
@@ -332,12 +335,13 @@ def fetch(
     download's own size against the free space before anything is fetched. ``attempts``:
     consecutive attempts without progress before giving up, ``backoff`` seconds after the first
     failure, doubling up to ``max_backoff``. A partial file is kept when giving up, so the next
-    call resumes it.
+    call resumes it. ``record``: record the SHA-256 of a file without a published checksum here;
+    False leaves it to the caller, after its own checks (``record_first_digest``).
     """
     target = Path(target)
     if target.exists():
         digests = verify(target, source)
-        if not source.has_checksum:
+        if record and not source.has_checksum:
             record_first_digest(target, digests["sha256"], source.url)
         log.info("%s: already in place and verified; nothing downloaded", target)
         return target
@@ -385,7 +389,7 @@ def fetch(
     except ChecksumError as error:
         part.unlink()
         raise ChecksumError(target, error.item, f"{error.problem}; the download was deleted") from None
-    if not source.has_checksum:
+    if record and not source.has_checksum:
         record_first_digest(target, digests["sha256"], source.url)
     os.replace(part, target)
     log.info("%s: downloaded and verified (%s)", target, human_bytes(target.stat().st_size))

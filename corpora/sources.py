@@ -15,8 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corpora.archives import IncompleteArchiveError
 from corpora.coco import CocoLayout
+from corpora.coco import _read_captions as coco_captions
 from corpora.cub import CubLayout
+from corpora.cub import _read_pairs as read_pairs
 from corpora.download import Source, verify
 
 DOWNLOADS = "downloads"  # under data_root: archives, removed once extracted
@@ -178,3 +181,47 @@ def verify_in_place(name: str, root: Path, sources: dict) -> list[Path]:
             verify(root / path, expected, what=f"sources.{name}.{key}")
             checked.append(root / path)
     return checked
+
+
+def extraction_check(key: str, root: Path):
+    """What every extraction of archive ``key`` must hold, as a check of its temporary folder (the
+    targets under it as under ``root``) before anything moves into place; None where the member
+    check is all there is. A short archive then stops its own job, naming the first missing files:
+    every image the COCO captions file of its source lists; every image of CUB's ``images.txt``;
+    a caption file for each of them in Reed et al.'s ``text_c10``."""
+    root = Path(root)
+    if key in ("coco.train2014", "coco.val2014"):
+        source_name = key.split(".")[1]
+
+        def expected(staging: Path) -> list[Path]:
+            _, files = coco_captions(CocoLayout(root), source_name)
+            folder = CocoLayout(staging).images_dir(source_name)
+            return [folder / name for name in sorted(set(files.values()))]
+
+    elif key == "cub.images":
+
+        def expected(staging: Path) -> list[Path]:
+            layout = CubLayout(staging)
+            return [layout.image(relative) for relative in read_pairs(layout.images_txt, "image").values()]
+
+    elif key == "cub.captions":
+
+        def expected(staging: Path) -> list[Path]:
+            images = read_pairs(CubLayout(root).images_txt, "image").values()
+            return [CubLayout(staging).caption_file(relative) for relative in images]
+
+    else:
+        return None
+
+    def check(staging: Path) -> None:
+        files = expected(staging)
+        missing = [path.relative_to(staging) for path in files if not path.is_file()]
+        if missing:
+            raise IncompleteArchiveError(
+                f"sources.{key}",
+                "contents",
+                f"{len(missing):,} of the {len(files):,} files the dataset's index names are not in the archive, "
+                f"e.g. {', '.join(map(str, missing[:3]))}",
+            )
+
+    return check

@@ -8,7 +8,9 @@ The method heads (``models.heads``) turn both into embeddings.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -46,6 +48,25 @@ class SmallCNN(nn.Module):
         return global_feature, local, torch.ones(local.shape[:2], dtype=torch.bool, device=local.device)
 
 
+def check_weights_in_place(url: str) -> None:
+    """The copy of ``url`` in torch.hub's checkpoints folder, if there is one, must have the SHA-256
+    whose first digits its file name carries (torch.hub's own test when it downloads)."""
+    name = url.rsplit("/", 1)[-1]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    match = torch.hub.HASH_REGEX.search(name)
+    if not path.is_file() or match is None:
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    if not digest.hexdigest().startswith(match.group(1)):
+        raise ValueError(
+            f"{path}: ImageNet weights: SHA-256 {digest.hexdigest()[:16]}... does not start with {match.group(1)}, as "
+            f"its name says: not torchvision's file. Delete it; `snakemake download` fetches it from {url}"
+        )
+
+
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet up to its last block: 7x7x2048 local features at 224 px, average-pooled global."""
 
@@ -57,8 +78,10 @@ class ResNetBackbone(nn.Module):
         resnet = builder(weights=None)
         if pretrained:
             # torchvision's own loading unpickles the file in full (weights_only=False); read it as
-            # tensors only. The hash in its name is still checked (TORCH_HOME: the download stage's copy).
+            # tensors only. torch.hub checks the hash in its name only when it downloads the file, so
+            # a copy found in place (TORCH_HOME: the download stage's, or one placed by hand) is checked here.
             weights = torchvision.models.get_model_weights(builder).IMAGENET1K_V1
+            check_weights_in_place(weights.url)
             resnet.load_state_dict(weights.get_state_dict(progress=False, check_hash=True, weights_only=True))
         self.body = nn.Sequential(*list(resnet.children())[:-2])
         self.feature_dims = FeatureDims(global_dim=resnet.fc.in_features, local_dim=resnet.fc.in_features)

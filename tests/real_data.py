@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
@@ -32,12 +33,19 @@ DRIVE_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warn
 </form></body></html>"""
 
 
-def zip_bytes(members: dict[str, bytes | None]) -> bytes:
-    """A zip archive of ``members`` (name -> content; None = a folder entry)."""
+def zip_bytes(members: dict[str, bytes | None | tuple[str, str]]) -> bytes:
+    """A zip archive of ``members`` (name -> content; None = a folder entry; ("symlink", target) = a
+    symbolic link, as Info-ZIP stores one: the target as the content, S_IFLNK in the external attributes)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
         for name, content in members.items():
-            bundle.writestr(name, b"" if content is None else content)
+            if isinstance(content, tuple):
+                info = zipfile.ZipInfo(name)
+                info.create_system = 3  # Unix
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                bundle.writestr(info, content[1])
+            else:
+                bundle.writestr(name, b"" if content is None else content)
     return buffer.getvalue()
 
 

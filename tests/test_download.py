@@ -12,12 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpora.archives import UnsafeArchiveError, extract
+from corpora.archives import DamagedArchiveError, IncompleteArchiveError, UnsafeArchiveError, check_integrity, extract
 from corpora.cub import load_cub
 from corpora.download import ChecksumError, DownloadError, DownloadRefused, NotEnoughSpace, Source, fetch
 from corpora.errors import DataError
 from corpora.prepared import PreparedDataset, prepare_dataset
-from corpora.sources import DOWNLOADS, IMAGENET_WEIGHTS, REAL_DATASETS, dataset_items, source, unobtainable, verify_in_place
+from corpora.sources import (
+    DOWNLOADS,
+    IMAGENET_WEIGHTS,
+    REAL_DATASETS,
+    dataset_items,
+    extraction_check,
+    source,
+    unobtainable,
+    verify_in_place,
+)
 from tests.loopback import LoopbackServer
 from tests.real_data import DRIVE_PAGE, GLOVE_DIM, serve_real_data, tar_bytes, zip_bytes
 
@@ -196,6 +205,119 @@ def test_unsafe_archives_are_rejected_whole(tmp_path, kind, members, problem):
         extract(archive, tmp_path / "root", {folder: "images/"}, progress=False)
     assert not (tmp_path / "root" / "images").exists() and list((tmp_path / "root").iterdir()) == []
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path.parent / "evil.txt").exists()
+
+
+LINK_CHAIN = {"l2": ("symlink", ".."), "l": ("symlink", "l2/../.."), "l3": ("symlink", "l/../.."), "l3/x.txt": b"outside"}
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_a_chain_of_links_that_leads_out_writes_nothing_outside(tmp_path, kind):
+    """Each link looks inside when its path is read as text; on disk the chain leads out."""
+    folder = "train2014/" if kind == "zip" else "top/"
+    members = {f"{folder}a.jpg": b"a", **{folder + name: content for name, content in LINK_CHAIN.items()}}
+    archive = tmp_path / "served" / f"chain.{'zip' if kind == 'zip' else 'tgz'}"
+    archive.parent.mkdir()
+    archive.write_bytes(zip_bytes(members) if kind == "zip" else tar_bytes(members))
+    root = tmp_path / "a" / "b" / "root"
+    with pytest.raises(UnsafeArchiveError, match=r"chain\.\w+: member.*(symbolic link|outside)"):
+        extract(archive, root, {folder: "images/train2014/"}, progress=False)
+    assert [p for p in tmp_path.rglob("x.txt")] == []  # nothing written anywhere
+    assert list(root.iterdir()) == []
+
+
+def reed_like_archive(classes: int = 40, files: int = 12) -> bytes:
+    """A stand-in of Reed et al.'s cvpr2016_cub.tar.gz: text_c10/<class>/<image>.txt, ten lines each."""
+    rng = np.random.default_rng(0)
+    words = np.array(
+        ["a", "bird", "with", "red", "wings", "and", "short", "beak", "small", "crown", "long", "tail", "belly", "white", "grey"]
+    )
+    return tar_bytes(
+        {
+            f"cvpr2016_cub/text_c10/{c:03d}.Class/{c:03d}_{i}.txt": "\n".join(
+                " ".join(rng.choice(words, 12)) for _ in range(10)
+            ).encode()
+            for c in range(classes)
+            for i in range(files)
+        }
+    )
+
+
+@pytest.mark.parametrize("where", [0.3, 0.5, 0.7])
+def test_a_damaged_tar_gz_is_refused_whole(tmp_path, where):
+    """One flipped byte: tarfile may read a damaged header as the end, or extract every file with one
+    of them wrong; the gzip trailer's CRC, or the data after the false end, gives it away."""
+    good = reed_like_archive()
+    damaged = bytearray(good)
+    damaged[int(where * len(good))] ^= 0x55
+    archive = tmp_path / "cvpr2016_cub.tar.gz"
+    archive.write_bytes(bytes(damaged))
+    with pytest.raises(DamagedArchiveError, match=r"cvpr2016_cub.tar.gz: .*the archive is refused whole"):
+        extract(archive, tmp_path / "root", {"cvpr2016_cub/text_c10/": "text_c10/"}, progress=False)
+    assert list((tmp_path / "root").iterdir()) == []
+    with pytest.raises(DamagedArchiveError):
+        check_integrity(archive)
+    archive.write_bytes(good)
+    check_integrity(archive)
+    extract(archive, tmp_path / "root", {"cvpr2016_cub/text_c10/": "text_c10/"}, progress=False)
+    assert len(list((tmp_path / "root" / "text_c10").rglob("*.txt"))) == 40 * 12
+
+
+def test_a_damaged_zip_member_is_refused_even_when_not_extracted(tmp_path):
+    members = {"annotations/captions_train2014.json": b"{}", "annotations/person_keypoints_train2014.json": os.urandom(5000)}
+    content = bytearray(zip_bytes(members))
+    start = content.index(b"person_keypoints") + len("annotations/person_keypoints_train2014.json")
+    content[start + 2500] ^= 0xFF  # inside the member that is not extracted
+    archive = tmp_path / "annotations.zip"
+    archive.write_bytes(bytes(content))
+    with pytest.raises(DamagedArchiveError, match=r"member 'annotations/person_keypoints_train2014.json': damaged"):
+        extract(archive, tmp_path / "root", {"annotations/captions_train2014.json": "annotations/c.json"}, progress=False)
+    assert list((tmp_path / "root").iterdir()) == []
+
+
+def test_a_short_archive_stops_its_own_extraction_naming_the_missing_files(tmp_path):
+    """Checked against the dataset's own index before anything moves: CUB's images.txt (inside the
+    images archive; beside the captions one), COCO's captions file of the image source."""
+    root = tmp_path / "cub"
+    listed = {1: "001.A/a_1.jpg", 2: "001.A/a_2.jpg", 3: "002.B/b_1.jpg"}
+    index = "".join(f"{i} {path}\n" for i, path in listed.items()).encode()
+    images = {"CUB_200_2011/images.txt": index, **{f"CUB_200_2011/images/{p}": b"jpeg" for p in list(listed.values())[:2]}}
+    archive = tmp_path / "CUB_200_2011.tgz"
+    archive.write_bytes(tar_bytes(images))
+    members = {"CUB_200_2011/images/": "images/", "CUB_200_2011/images.txt": "images.txt"}
+    with pytest.raises(
+        IncompleteArchiveError, match=r"CUB_200_2011.tgz: contents: 1 of the 3 files .* e.g. images/002.B/b_1.jpg"
+    ):
+        extract(archive, root, members, progress=False, check=extraction_check("cub.images", root))
+    assert not root.exists() or list(root.iterdir()) == []
+    images["CUB_200_2011/images/002.B/b_1.jpg"] = b"jpeg"
+    archive.write_bytes(tar_bytes(images))
+    extract(archive, root, members, progress=False, check=extraction_check("cub.images", root))
+
+    captions = tmp_path / "cvpr2016_cub.tar.gz"
+    captions.write_bytes(
+        tar_bytes({"cvpr2016_cub/text_c10/001.A/a_1.txt": b"a bird", "cvpr2016_cub/text_c10/001.A/a_2.txt": b"a bird"})
+    )
+    with pytest.raises(IncompleteArchiveError, match=r"cvpr2016_cub.tar.gz: contents: 1 of the 3 .* text_c10/002.B/b_1.txt"):
+        extract(
+            captions, root, {"cvpr2016_cub/text_c10/": "text_c10/"}, progress=False, check=extraction_check("cub.captions", root)
+        )
+    assert not (root / "text_c10").exists()
+
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    listing = {"images": [{"id": 1, "file_name": "x_1.jpg"}, {"id": 2, "file_name": "x_2.jpg"}], "annotations": []}
+    (coco / "annotations" / "captions_train2014.json").write_text(json.dumps(listing))
+    zipped = tmp_path / "train2014.zip"
+    zipped.write_bytes(zip_bytes({"train2014/": None, "train2014/x_1.jpg": b"jpeg"}))
+    with pytest.raises(IncompleteArchiveError, match=r"train2014.zip: contents: 1 of the 2 .* images/train2014/x_2.jpg"):
+        extract(zipped, coco, {"train2014/": "images/train2014/"}, progress=False, check=extraction_check("coco.train2014", coco))
+    assert not (coco / "images").exists()
+
+
+def test_fetch_leaves_the_first_digest_to_the_caller_when_asked(server, tmp_path):
+    url = server.add("/file.bin", CONTENT)
+    quick(Source(url), tmp_path / "file.bin", record=False)
+    assert not (tmp_path / "file.bin.sha256").exists()
 
 
 def test_a_truncated_archive_is_a_data_error(tmp_path):

@@ -282,3 +282,17 @@ def test_the_last_partial_batch_is_kept_unless_it_holds_one_pair(remainder, prep
     loader.batch_sampler.set_epoch(0)
     sizes = [len(image_ids) for _, _, _, image_ids in loader]
     assert sizes == [training["batch_size"]] * full + ([remainder] if remainder > 1 else [])
+
+
+def test_imagenet_weights_found_in_place_must_be_torchvisions(tmp_path, monkeypatch):
+    """torch.hub checks the hash in a file's name only when it downloads it; a copy in place is checked here."""
+    pytest.importorskip("torchvision")
+    from models.encoders import build_image_encoder
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "resnet50-0676ba61.pth").write_bytes(b"placed by hand")
+    with pytest.raises(
+        ValueError, match=r"resnet50-0676ba61.pth: ImageNet weights: SHA-256 \w+\.\.\. does not start with 0676ba61"
+    ):
+        build_image_encoder("resnet50", pretrained=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib.util
 import json
 import re
@@ -75,10 +76,17 @@ def planned_jobs(output: str) -> list[dict]:
     return jobs
 
 
+# The placeholders' (empty) weight files are checked against the SHA-256 their sources give.
+EMPTY_FILE_SHA256 = hashlib.sha256(b"").hexdigest()[:8]
+PLACEHOLDER_WEIGHTS = 'sources={"imagenet": {"resnet50": {"sha256": "%s"}, "resnet152": {"sha256": "%s"}}}' % (
+    (EMPTY_FILE_SHA256,) * 2
+)
+
+
 def place_real_layouts(root: Path, resources: Path | None = None) -> Path:
     """Placeholders where the real data's files and folders go under data_root ``root`` (COCO's and
-    CUB's layouts, GloVe) and, given the workflow's ``resources`` folder, the ImageNet weights:
-    enough for the workflow to plan over them without a download."""
+    CUB's layouts, GloVe) and, given the workflow's ``resources`` folder, the ImageNet weights (empty
+    files: plan with PLACEHOLDER_WEIGHTS): enough for the workflow to plan over them without a download."""
     from corpora.sources import IMAGENET_WEIGHTS, REAL_DATASETS, dataset_items, glove_path, weights_path
 
     items = [item for name in REAL_DATASETS for item in dataset_items(name, root / name, root)]
@@ -140,7 +148,9 @@ def test_nested_command_line_values_are_typed_by_the_schema(workflow):
 
 def test_paper_dag_plans_over_data_in_the_real_layouts(workflow, tmp_path):
     root = place_real_layouts(tmp_path / "real", workflow / "resources")
-    result = snakemake(workflow, "-n", "all", "report", "--configfile", "config/paper.yaml", "--config", f"data_root={root}")
+    result = snakemake(
+        workflow, "-n", "all", "report", "--configfile", "config/paper.yaml", "--config", f"data_root={root}", PLACEHOLDER_WEIGHTS
+    )
     assert result.returncode == 0, tail(result)
     counts = job_counts(result.stdout)
     assert counts == PAPER_JOBS  # data in place: nothing to download
@@ -245,15 +255,60 @@ def test_missing_real_data_names_every_file_with_its_address(workflow, tmp_path)
         assert any(line.strip().startswith(path + " ") and address in line for line in lines), path
 
 
+def test_a_damaged_archive_without_a_checksum_is_refused_moved_aside_and_never_the_reference(workflow, tmp_path):
+    """Reed et al.'s captions (no published checksum) served with one byte flipped: the extraction
+    refuses the archive whole, moves it aside and records no SHA-256; the rerun downloads the good
+    copy, extracts it and records its digest."""
+    server = LoopbackServer()
+    try:
+        real = serve_real_data(server, tmp_path / "served")
+        path = "/drive/download?id=cub-captions&export=download&confirm=t"
+        good = server.files[path][0]
+        damaged = bytearray(good)
+        damaged[len(good) // 2] ^= 0x55
+        server.add(path, bytes(damaged))
+        data = tmp_path / "data"
+        (workflow / "local-sources.yaml").write_text(yaml.safe_dump({"data_root": str(data), "sources": real.sources}))
+        args = ("--configfile", "config/paper.yaml", "local-sources.yaml")
+        target = str(data / "cub" / "text_c10")
+        result = snakemake(workflow, "--cores", "1", target, *args)
+        assert result.returncode != 0
+        log = (workflow / "work" / "logs" / "extract" / "cvpr2016_cub.tar.gz.log").read_text()
+        assert "cvpr2016_cub.tar.gz: " in log and "the archive is refused whole" in log and "moved aside" in log
+        downloads = data / "downloads"
+        assert sorted(p.name for p in downloads.iterdir()) == ["cvpr2016_cub.tar.gz.rejected"]  # no .sha256 record
+        assert not (data / "cub" / "text_c10").exists() and not list((data / "cub").glob(".*partial"))
+        server.add(path, good)
+        again = snakemake(workflow, "--cores", "1", target, *args)
+        assert again.returncode == 0, tail(again)
+        record = (downloads / "cvpr2016_cub.tar.gz.sha256").read_text().split()[0]
+        assert record == hashlib.sha256(good).hexdigest()
+        assert len(list((data / "cub" / "text_c10").rglob("*.txt"))) > 0
+    finally:
+        server.close()
+
+
 def test_an_archive_in_place_is_extracted_without_downloads(workflow, tmp_path):
     root = place_real_layouts(tmp_path / "real", workflow / "resources")
     shutil.rmtree(root / "cub" / "text_c10")
     (root / "downloads").mkdir()
     (root / "downloads" / "cvpr2016_cub.tar.gz").touch()
     args = ("--configfile", "config/paper.yaml", "--config", f"data_root={root}", 'sources={"download": false}')
-    result = snakemake(workflow, "-n", "all", *args)
+    result = snakemake(workflow, "-n", "all", *args, PLACEHOLDER_WEIGHTS)
     assert result.returncode == 0, tail(result)
     assert job_counts(result.stdout)["extract_cub_captions"] == 1 and "download_archive" not in job_counts(result.stdout)
+
+
+def test_weights_placed_by_hand_are_verified_before_anything_runs(workflow, tmp_path):
+    """A file in place is not downloaded, so torch.hub never checks it: the workflow does, as it is read."""
+    root = place_real_layouts(tmp_path / "real", workflow / "resources")
+    wrong = workflow / "resources" / "torch" / "hub" / "checkpoints" / "resnet152-394f9c45.pth"
+    wrong.write_bytes(b"not torchvision's resnet152")
+    for target in ("download", "all"):
+        result = snakemake(workflow, "-n", target, "--configfile", "config/paper.yaml", "--config", f"data_root={root}")
+        assert result.returncode != 0
+        assert f"{wrong}: sources.imagenet.resnet152: SHA-256 is" in result.stdout + result.stderr, tail(result)
+        assert "expected 394f9c45" in result.stdout + result.stderr and "delete it" in result.stdout + result.stderr
 
 
 def test_dataset_without_settings_is_named(workflow):
@@ -405,6 +460,21 @@ def test_report_embeds_every_plot(built):
         assert f"data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}" in page, plot
     # self-contained: nothing for the browser to fetch (links to sources are fine, they are not loaded)
     assert not re.search(r"""src=["']?(https?:)?//|<link[^>]+href=["']?(https?:)?//|url\(["']?(https?:)?//""", page)
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine may have CUDA: device: cuda can run here")
+def test_a_planning_error_on_a_finished_run_names_its_cause_and_deletes_nothing(built, tmp_path):
+    """device: cuda on a machine without CUDA, a new work_dir beside a finished run: the workflow stops
+    as it is read, with the cause, before any job is planned; every finished table and figure stays."""
+    results = built / SMOKE_RESULTS
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
+    assert any(p.suffix == ".png" for p in before)
+    result = snakemake(built, "--cores", "2", "all", *SMOKE, "--config", "device=cuda", f"work_dir={tmp_path / 'work'}")
+    assert result.returncode != 0
+    assert "config: device: cuda, but torch sees no CUDA device on this machine" in result.stdout + result.stderr
+    assert "missing locally" not in result.stdout + result.stderr
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "work").exists()
 
 
 def test_rerun_with_nothing_changed_does_nothing(built):

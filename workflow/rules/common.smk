@@ -12,7 +12,9 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 
+from snakemake.cli import parse_args as parse_snakemake_arguments
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import ExecMode
 from snakemake.logging import logger
 from snakemake.utils import validate
 
@@ -160,20 +162,28 @@ def cuda_visible():
 
 def jobs_run_here() -> bool:
     """Whether this Snakemake runs its jobs on this machine (locally, or a dry run of that), not
-    through a cluster executor whose nodes may have what the planning host lacks. Snakemake sets
-    use_threads for every non-local executor, dry runs of one included."""
-    return not workflow.execution_settings.use_threads
+    through a cluster executor whose nodes may have what the planning host lacks.
+
+    Asked when the workflow is read, before Snakemake has chosen its executor: the executor the
+    command line or its profiles name, read by Snakemake's own parser. A job's own Snakemake (on a
+    node) and a run that is not from the command line are not checked."""
+    if workflow.workflow_settings.exec_mode != ExecMode.DEFAULT:
+        return False
+    try:
+        _, arguments = parse_snakemake_arguments(sys.argv[1:])
+    except BaseException:  # not Snakemake's command line (its API): leave the check to the jobs
+        return False
+    return arguments.executor in (None, "local", "dryrun", "touch")
 
 
-def device_ready(wildcards):
-    """No input; planning stops here, before any job starts or any output is deleted, when
-    device: cuda is set and the jobs would run on this machine, where torch sees no CUDA."""
-    if config["device"] == "cuda" and jobs_run_here() and not cuda_visible():
-        raise WorkflowError(
-            "config: device: cuda, but torch sees no CUDA device on this machine, where the jobs would run; "
-            "set device: auto (CUDA where there is one, else the CPU) or cpu, or submit to GPU nodes (profiles/slurm)"
-        )
-    return []
+# Checked when the workflow is read, before the DAG: an error raised from an input function can
+# make Snakemake drop the rule as a producer instead of stopping (and then delete finished outputs
+# downstream as incomplete), without ever showing the cause.
+if config["device"] == "cuda" and jobs_run_here() and not cuda_visible():
+    raise WorkflowError(
+        "config: device: cuda, but torch sees no CUDA device on this machine, where the jobs would run; "
+        "set device: auto (CUDA where there is one, else the CPU) or cpu, or submit to GPU nodes (profiles/slurm)"
+    )
 
 
 def gpus(wildcards):
@@ -218,6 +228,9 @@ def word_vectors_file(name):
 # --- Real data: what the rules of download.smk fetch and extract, and what the jobs read. ---
 import re
 
+from corpora.coco import CocoLayout
+from corpora.cub import CubLayout
+from corpora.download import ChecksumError, verify
 from corpora.sources import (
     DOWNLOADS,
     IMAGENET_WEIGHTS,
@@ -226,6 +239,7 @@ from corpora.sources import (
     dataset_items,
     glove_path,
     missing_message,
+    source,
     unobtainable,
     weights_path,
 )
@@ -316,10 +330,37 @@ def imagenet_weights(wildcards):
     return {"imagenet_weights": files[0]} if files else {}
 
 
+def check_weights_in_place():
+    """ImageNet weights found in place (downloaded, or put there by hand) must be torchvision's: the
+    download rule does not run for a file that exists, and torch.hub checks only what it downloads."""
+    for encoder in sorted({dataset_settings(n)["image_encoder"] for n in config["datasets"] if imagenet_weights_files(n)}):
+        path = weights_path(encoder, TORCH_HOME)
+        if path.is_file():
+            try:
+                verify(path.resolve(), source(SOURCES, f"imagenet.{encoder}"), what=f"sources.imagenet.{encoder}")
+            except ChecksumError as error:
+                raise WorkflowError(f"{error}\nNot torchvision's file: delete it; `snakemake download` fetches it.") from None
+
+
+if workflow.workflow_settings.exec_mode == ExecMode.DEFAULT:  # not again in each job's own Snakemake
+    check_weights_in_place()
+
+
 def word_vectors_input(wildcards):
     """The GloVe file prepare reads, if the dataset uses one."""
     path = word_vectors_file(wildcards.dataset)
     return [path] if path else []
+
+
+def extraction_index(name, key):
+    """The index files an extraction checks its archive against (corpora.sources.extraction_check):
+    COCO's captions file of the source, CUB's images.txt for Reed et al.'s captions. Ancient: their
+    being newer than what was extracted (another archive's extraction ran later) reruns nothing."""
+    if name == "coco" and key in ("train2014", "val2014"):
+        return [ancient(str(CocoLayout(dataset_root(name)).captions_json(key)))]
+    if name == "cub" and key == "captions":
+        return [ancient(str(CubLayout(dataset_root(name)).images_txt))]
+    return []
 
 
 def everything_to_download(wildcards):

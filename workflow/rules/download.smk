@@ -85,7 +85,8 @@ for _name, _data in REAL_DATASETS.items():
             name:
                 f"extract_{_name}_{_key}"
             input:
-                DATA_ROOT / DOWNLOADS / _archive.file,
+                archive=DATA_ROOT / DOWNLOADS / _archive.file,
+                index=extraction_index(_name, _key),
             output:
                 [directory(dataset_root(_name) / t) if folder else dataset_root(_name) / t for _, t, folder in _archive.targets()],
             log:

@@ -4,7 +4,6 @@
 
 rule embed:
     input:
-        device_ready,
         prepared=WORK / "prepared" / "{dataset}",
         checkpoint=f"{RUN_DIR}/model.safetensors",
     output:

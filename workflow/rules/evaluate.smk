@@ -4,7 +4,6 @@
 
 rule evaluate:
     input:
-        device_ready,
         prepared=WORK / "prepared" / "{dataset}",
         embeddings=f"{RUN_DIR}/embeddings_test.safetensors",
     output:

@@ -5,7 +5,6 @@
 
 rule train:
     input:
-        device_ready,
         unpack(pretrained_backbone),
         unpack(imagenet_weights),
         prepared=WORK / "prepared" / "{dataset}",
