@@ -20,8 +20,9 @@ def test_the_schedules_are_the_paper_presets():
         training = settings[dataset]["training"]
         assert schedule["epochs"] == {"frozen": training["frozen_epochs"], "finetune": training["finetune_epochs"]}
         assert schedule["backbone"] == settings[dataset]["image_encoder"]
-    # the trainer's epochs: whole batches of 128 over COCO's 566,435 pairs; 150-pair batches (one per class) on CUB
-    assert projection.SCHEDULES["coco"]["samples_per_epoch"] == 4425 * 128
+    # the trainer's epochs: every one of COCO's 566,435 pairs (the last partial batch kept, as the original);
+    # 150-pair batches (one per class) on CUB
+    assert projection.SCHEDULES["coco"]["samples_per_epoch"] == 4425 * 128 + 35
     assert projection.SCHEDULES["cub"]["samples_per_epoch"] == 590 * 150
 
 
