@@ -49,3 +49,7 @@ rule all:
 rule data:
     input:
         prepared_datasets(),
+
+
+# A dry run through SLURM runs no onstart: it checks its jobs once every rule is read.
+slurm_dry_run_preflight()

@@ -5,7 +5,8 @@ for more time than the partition allows, and leaves it pending for ever (reason 
 or ``Resources``) while Snakemake waits without a word. So before the first ``sbatch``, the
 workflow's ``onstart`` hook compares every job's request with the nodes ``sinfo`` lists and stops
 the run with one message per oversized rule: what it asked for, what the partition's nodes have,
-and the setting of ``profiles/slurm/config.yaml`` to change (``SETTINGS``).
+and the setting of ``profiles/slurm/config.yaml`` to change (``SETTINGS``). A dry run, which runs
+no ``onstart``, makes the same check once the workflow is read (``check_plan_fits_cluster``).
 
 It also says once, at the start, which account and partitions the jobs go to, or that none was
 given (the plugin's own guess of an account needs accounting, which many clusters have disabled).
@@ -237,12 +238,52 @@ def check_workflow_fits_cluster(workflow, logger=log) -> None:
     plugin = getattr(workflow, "executor_plugin", None)
     if getattr(plugin, "name", None) != "slurm":
         return
-    requests = [request_of(job) for job in workflow.dag.needrun_jobs() if not job.is_local]
+    check_fit([request_of(job) for job in workflow.dag.needrun_jobs() if not job.is_local], logger)
+
+
+def check_plan_fits_cluster(workflow, wildcards_of, logger=log) -> None:
+    """The same check for a dry run through SLURM (which runs no ``onstart``), made when the workflow
+    has been read: every cluster rule once per wildcard combination ``wildcards_of(rule)`` gives
+    (the configured runs), its resources evaluated as Snakemake evaluates a job's."""
+    try:
+        from snakemake.iocontainers import InputFiles, Wildcards
+    except ImportError:  # Snakemake before 9
+        from snakemake.io import InputFiles, Wildcards
+
+    requests = []
+    for rule in workflow.rules:
+        if rule.norun or rule.name in getattr(workflow, "_localrules", ()):
+            continue
+        for values in wildcards_of(rule):
+            resources = rule.expand_resources(Wildcards(fromdict=values), InputFiles(), attempt=1)
+            job = _PlannedJob(rule, values, resources, resources["_cores"])
+            requests.append(request_of(job))
+    try:
+        partitions = read_partitions() if shutil.which("sinfo") else None
+    except ClusterFitError as error:  # a plan made where the cluster cannot be asked: say so, plan on
+        logger.warning(f"SLURM: the jobs are not checked against the cluster's nodes ({error})")
+        return
+    check_fit(requests, logger, partitions)
+
+
+@dataclass
+class _PlannedJob:
+    """What ``request_of`` reads of a job, for a job the DAG has not made yet."""
+
+    rule: object
+    wildcards: dict
+    resources: object
+    threads: int
+
+
+def check_fit(requests: list[Request], logger=log, partitions: dict[str, Partition] | None = None) -> None:
+    """Say where the jobs go, and raise ClusterFitError when one cannot start (``check_requests``);
+    ``partitions``: sinfo's, read here when not given."""
     if not requests:
         return
-    if shutil.which("sinfo") is None:
+    if partitions is None and shutil.which("sinfo") is None:
         logger.warning("SLURM: sinfo not found; jobs are submitted without checking that they fit the cluster's nodes")
         return
-    partitions = read_partitions()
+    partitions = partitions or read_partitions()
     logger.info(targets(requests, partitions))
     check_requests(requests, partitions)

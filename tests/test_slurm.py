@@ -333,17 +333,19 @@ def test_cancelled_training_is_resubmitted_and_resumes_from_its_checkpoint(throu
 def test_an_oversized_job_is_refused_before_anything_is_submitted(cluster, tmp_path):
     root = copy_workflow(tmp_path)
     slurm = {k: v for k, v in cluster.env.items() if k in ("SLURM_CONF", "PATH")}
-    # the profile's defaults (8 CPUs, 64 GB a job) on a node of 2 CPUs, as a new user first tries it
-    result = snakemake(root, *SUBMIT, *FAST_STATUS, env=clean_environment() | slurm, timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "These jobs would pend for ever on this cluster, so nothing was submitted" in output, tail(result)
+    # the profile's defaults (8 CPUs, 64 GB a job) on a node of 2 CPUs, as a new user first tries it:
+    # the dry run (no onstart) names the oversized rule as the run does
     node = cluster.run("sinfo", "--noheader", "--format=%c|%m").stdout.split("|")
     runs = runs_of(SMOKE_CONFIG)
-    assert re.search(
-        rf"rule train \({runs} jobs, e\.g\. dataset=\S+, method=\S+, seed=0\) asks for 8 CPUs, 64000 MB, 0 GPUs", output
-    )
-    assert f"lower PCME_SLURM_CPUS to at most {node[0]}" in output and "PCME_SLURM_MEM_MB" in output
+    for dry in (("-n",), ()):
+        result = snakemake(root, *SUBMIT, *dry, *FAST_STATUS, env=clean_environment() | slurm, timeout=300)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert "These jobs would pend for ever on this cluster, so nothing was submitted" in output, tail(result)
+        assert re.search(
+            rf"rule train \({runs} jobs, e\.g\. dataset=\S+, method=\S+, seed=0\) asks for 8 CPUs, 64000 MB, 0 GPUs", output
+        ), tail(result)
+        assert f"lower PCME_SLURM_CPUS to at most {node[0]}" in output and "PCME_SLURM_MEM_MB" in output
     assert "has been submitted" not in output and not cluster.run("squeue", "--noheader", "--states=PENDING").stdout.strip()
     # a GPU job on a cluster without GPUs: the setting named is the GPU partition
     result = snakemake(root, *SUBMIT, "--config", "device=cuda", env=clean_environment(**SMALL_CLUSTER) | slurm, timeout=300)

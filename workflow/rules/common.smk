@@ -20,7 +20,7 @@ from snakemake.utils import validate
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
 from models.registry import RegistryError, registered, settings_problems, with_method_settings
-from pcmebench.cluster import ClusterFitError, check_workflow_fits_cluster
+from pcmebench.cluster import ClusterFitError, check_plan_fits_cluster, check_workflow_fits_cluster
 from pcmebench.configcheck import coerce_command_line_scalars, load_schema, recipe_problems, schema_problems
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -78,6 +78,30 @@ def slurm_preflight():
         check_workflow_fits_cluster(workflow, logger)
     except ClusterFitError as error:
         raise WorkflowError(str(error)) from None
+
+
+def slurm_dry_run_preflight():
+    """A dry run through SLURM runs no onstart: the same check once every rule is read, over every
+    cluster rule and configured run (finished ones too: what the plan shows)."""
+    if not (workflow.output_settings.dryrun and command_line_executor() == "slurm"):
+        return
+    try:
+        check_plan_fits_cluster(workflow, configured_wildcards, logger)
+    except ClusterFitError as error:
+        raise WorkflowError(str(error)) from None
+
+
+def configured_wildcards(rule):
+    """The wildcard values of a rule's jobs over the configured datasets, methods and seeds."""
+    names = set(rule.wildcard_names)
+    combinations = {
+        tuple((k, v) for k, v in {"dataset": d, "synthetic": d, "method": m, "seed": str(s)}.items() if k in names)
+        for d in config["datasets"]
+        for m in config["methods"]
+        for s in config["seeds"]
+        if "synthetic" not in names or d in SYNTHETIC_FORMAT
+    }
+    return [dict(c) for c in sorted(combinations)]
 
 
 def run_settings(wildcards):
@@ -160,20 +184,24 @@ def cuda_visible():
     return torch.cuda.is_available()
 
 
-def jobs_run_here() -> bool:
-    """Whether this Snakemake runs its jobs on this machine (locally, or a dry run of that), not
-    through a cluster executor whose nodes may have what the planning host lacks.
-
-    Asked when the workflow is read, before Snakemake has chosen its executor: the executor the
-    command line or its profiles name, read by Snakemake's own parser. A job's own Snakemake (on a
-    node) and a run that is not from the command line are not checked."""
+@functools.cache
+def command_line_executor():
+    """The executor the command line or its profiles name (None: local), read by Snakemake's own
+    parser when the workflow is read, before Snakemake has chosen it; "unknown" for a job's own
+    Snakemake (on a node) and for a run that is not from the command line (the API)."""
     if workflow.workflow_settings.exec_mode != ExecMode.DEFAULT:
-        return False
+        return "unknown"
     try:
         _, arguments = parse_snakemake_arguments(sys.argv[1:])
-    except BaseException:  # not Snakemake's command line (its API): leave the check to the jobs
-        return False
-    return arguments.executor in (None, "local", "dryrun", "touch")
+    except BaseException:
+        return "unknown"
+    return arguments.executor
+
+
+def jobs_run_here() -> bool:
+    """Whether this Snakemake runs its jobs on this machine (locally, or a dry run of that), not
+    through a cluster executor whose nodes may have what the planning host lacks."""
+    return command_line_executor() in (None, "local", "dryrun", "touch")
 
 
 # Checked when the workflow is read, before the DAG: an error raised from an input function can
