@@ -81,8 +81,8 @@ def slurm_preflight():
 
 
 def slurm_dry_run_preflight():
-    """A dry run through SLURM runs no onstart: the same check once every rule is read, over every
-    cluster rule and configured run (finished ones too: what the plan shows)."""
+    """A dry run through SLURM runs no onstart: the same check once every rule is read, over each
+    configured job of every cluster rule, finished ones too (what the plan shows)."""
     if not (workflow.output_settings.dryrun and command_line_executor() == "slurm"):
         return
     try:
