@@ -8,12 +8,21 @@ per query and left out of the means with an ExcludedQueriesWarning; bad input ra
 from metrics.pmrp import pmrp, pmrp_per_query
 from metrics.ranking import ExcludedQueriesWarning
 from metrics.retrieval import map_at_r, r_precision, recall_at_k, retrieval_per_query, score_margin
-from metrics.uncertainty import auroc, pearson, spearman, spearman_interval, uncertainty_bins
+from metrics.uncertainty import (
+    auroc,
+    partial_spearman,
+    pearson,
+    spearman,
+    spearman_interval,
+    uncertainty_bins,
+    within_strata_spearman,
+)
 
 __all__ = [
     "ExcludedQueriesWarning",
     "auroc",
     "map_at_r",
+    "partial_spearman",
     "pearson",
     "pmrp",
     "pmrp_per_query",
@@ -24,4 +33,5 @@ __all__ = [
     "spearman",
     "spearman_interval",
     "uncertainty_bins",
+    "within_strata_spearman",
 ]

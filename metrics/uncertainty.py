@@ -43,6 +43,15 @@ def _paired(x, y, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
+def _aligned(**vectors) -> list[np.ndarray]:
+    """The named vectors as float arrays of one length (NaNs kept)."""
+    arrays = {name: _vector(v, name) for name, v in vectors.items()}
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"vectors of different lengths: {lengths}")
+    return list(arrays.values())
+
+
 def _pearson_of(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 2:
         return float("nan")
@@ -90,6 +99,40 @@ def spearman_interval(x, y, replicates: int = 1000, seed: int = 0, confidence: f
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(draws, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def partial_spearman(x, y, control) -> float:
+    """Spearman correlation of x and y with ``control`` partialled out: the partial correlation of
+    the three variables' average ranks, (r_xy - r_xc r_yc) / sqrt((1 - r_xc^2)(1 - r_yc^2)).
+    Triples with a NaN are dropped; NaN when undefined (fewer than 3 triples, a constant input, or
+    x or y fully determined by the control)."""
+    x, y, control = _aligned(x=x, y=y, control=control)
+    keep = ~(np.isnan(x) | np.isnan(y) | np.isnan(control))
+    if keep.sum() < 3:
+        return float("nan")
+    ranks = [rankdata(v[keep]) for v in (x, y, control)]
+    xy, xc, yc = _pearson_of(ranks[0], ranks[1]), _pearson_of(ranks[0], ranks[2]), _pearson_of(ranks[1], ranks[2])
+    denominator = np.sqrt((1 - xc**2) * (1 - yc**2))
+    if not np.isfinite(denominator) or denominator == 0:
+        return float("nan")
+    return float((xy - xc * yc) / denominator)
+
+
+def within_strata_spearman(x, y, strata, min_size: int = 50) -> float:
+    """The mean of the Spearman correlations of x and y within each stratum (e.g. captions of one
+    word count) of at least ``min_size`` pairs, weighted by the stratum's pairs; strata where the
+    correlation is undefined (a constant input) are left out. NaN when none is left."""
+    x, y, strata = _aligned(x=x, y=y, strata=strata)
+    values, weights = [], []
+    for stratum in np.unique(strata[~np.isnan(strata)]):
+        inside = strata == stratum
+        keep = inside & ~np.isnan(x) & ~np.isnan(y)
+        if keep.sum() >= min_size:
+            rho = _pearson_of(rankdata(x[keep]), rankdata(y[keep]))
+            if not np.isnan(rho):
+                values.append(rho)
+                weights.append(keep.sum())
+    return float(np.average(values, weights=weights)) if values else float("nan")
 
 
 def auroc(predictor, failure) -> float:

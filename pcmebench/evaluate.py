@@ -40,7 +40,11 @@ metrics: the ``metrics`` package. Files written (atomically), values in percent:
   ``pearson_bin_r1`` (bin index against per-bin R@1), ``auroc_u`` (the statistic
   predicting an R@1 failure), ``spearman_u_log_matches`` (synthetic: the statistic
   against the log of the true number of matches; protocol full, with its 95% bootstrap
-  interval over queries as ``spearman_u_log_matches_ci_low`` / ``_ci_high``), all with the
+  interval over queries as ``spearman_u_log_matches_ci_low`` / ``_ci_high``, and its length
+  controls: ``partial_spearman_u_log_matches``, the partial rank correlation given the query's
+  length, and ``within_length_spearman_u_log_matches``, the mean of the correlations within each
+  length of at least 50 queries weighted by their queries; length = a caption's word count, an
+  image's number of instance categories on the COCO format), all with the
   method's own scoring; and ``auroc_margin`` (uncertainty ``score_margin``: the negative top-1
   minus top-2 score margin predicting an R@1 failure) for every method with its own
   scoring (cosine, max-cosine, match-prob). A statistic that is undefined (e.g. no
@@ -67,6 +71,7 @@ from corpora.prepared import PreparedDataset
 from metrics import (
     ExcludedQueriesWarning,
     auroc,
+    partial_spearman,
     pearson,
     pmrp_per_query,
     retrieval_per_query,
@@ -74,6 +79,7 @@ from metrics import (
     spearman,
     spearman_interval,
     uncertainty_bins,
+    within_strata_spearman,
 )
 from pcmebench.protocols import DIRECTIONS, PMRP_ZETAS, EvaluationSplit, RetrievalTask, protocol_tasks
 from pcmebench.runs import add_stage_arguments, parse_stage_arguments, resolve_device
@@ -99,6 +105,7 @@ PCMEPP_STATISTIC = "sum_sigma_sq"
 MARGIN = "score_margin"
 N_BINS = 10
 SPEARMAN_REPLICATES = 1000  # bootstrap resamples of the queries for the interval of spearman_u_log_matches
+MIN_STRATUM = 50  # queries of one length for its within-length Spearman to count
 
 
 @dataclass
@@ -251,10 +258,14 @@ def _analysis_arrays(
     return list(out.values())
 
 
-def _uncertainty_tables(analyses: list[_Analysis], scoring: str, u: dict | None, true_matches: dict, synthetic: bool):
+def _uncertainty_tables(
+    analyses: list[_Analysis], scoring: str, u: dict | None, true_matches: dict, synthetic: bool, lengths: dict | None = None
+):
     """Bins and summary statistics of one scoring: u-based ones where ``u`` is given, the margin baseline always.
 
     ``u``: {statistic name: {direction: per-query values}}, e.g. mean_log_sigma and sum_sigma_sq.
+    ``lengths``: {direction: per-query values} of the obvious confound of ambiguity, a caption's word
+    count (t2i) and an image's number of instance categories (i2t, COCO format).
     """
     bins, summary = [], []
 
@@ -301,6 +312,12 @@ def _uncertainty_tables(analyses: list[_Analysis], scoring: str, u: dict | None,
                 low, high = spearman_interval(u[name][direction], log_matches, SPEARMAN_REPLICATES)
                 statistic("full", direction, name, "spearman_u_log_matches_ci_low", low)
                 statistic("full", direction, name, "spearman_u_log_matches_ci_high", high)
+                length = (lengths or {}).get(direction)
+                if length is not None:
+                    control = partial_spearman(u[name][direction], log_matches, length)
+                    statistic("full", direction, name, "partial_spearman_u_log_matches", control)
+                    within = within_strata_spearman(u[name][direction], log_matches, length, MIN_STRATUM)
+                    statistic("full", direction, name, "within_length_spearman_u_log_matches", within)
     return bins, summary
 
 
@@ -326,6 +343,7 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
     )  # fmt: skip
 
     u = uncertainty_statistics(embeddings) if embeddings.is_probabilistic else None
+    lengths = {"t2i": split.caption_words, "i2t": split.labels.sum(axis=1) if split.format == "coco" else None}
     true_matches = {d: np.full(n_queries[d], np.nan) for d in DIRECTIONS}
     for task in tasks:
         if task.protocol == "full":
@@ -366,7 +384,7 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
         if analysed_tasks:
             analyses = _analysis_arrays(analysed_tasks, results, margins, n_queries, entry.statistics)
             with_u = u if scoring == entry.primary_scoring else None
-            scoring_bins, scoring_summary = _uncertainty_tables(analyses, scoring, with_u, true_matches, synthetic)
+            scoring_bins, scoring_summary = _uncertainty_tables(analyses, scoring, with_u, true_matches, synthetic, lengths)
             bins += scoring_bins
             summary += scoring_summary
         del matrix

@@ -438,7 +438,7 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
         correlations = uncertainty_summary[
             (uncertainty_summary["dataset"] == dataset)
             & (uncertainty_summary["method"] == method)
-            & uncertainty_summary["statistic"].str.startswith("spearman_u_log_matches")
+            & uncertainty_summary["statistic"].str.contains("spearman_u_log_matches")
             & (uncertainty_summary["uncertainty"] == statistic)
         ]
         for axes, (direction, modality) in zip(panels, QUERY_MODALITY.items(), strict=True):
@@ -474,6 +474,9 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
                 )
                 if len(low) and len(high):
                     text += f"\n95% bootstrap interval [{low.mean():.3f}, {high.mean():.3f}]"
+                controlled = here.loc[here["statistic"] == "partial_spearman_u_log_matches", "value"]
+                if len(controlled):
+                    text += f"\nlength held fixed (partial ρ) = {controlled.mean():.3f}"
                 axes.text(0.02, 0.97, text, transform=axes.transAxes, va="top", fontsize=9)
             axes.set_xscale("log")
             axes.set_xlabel("true matches in the complete ground truth (log scale)")

@@ -76,7 +76,8 @@ class EvaluationSplit:
     """What the protocols need of an evaluation split: ids in row order, each caption's image, labels.
 
     ``labels``: (images, C) bool multi-hot (COCO instance categories; CUB one-hot
-    class); ``class_ids``: (images,) on CUB, else None.
+    class); ``class_ids``: (images,) on CUB, else None; ``caption_words``: (captions,) each
+    caption's number of words (its tokens less ``<start>`` and ``<end>``), where known.
     """
 
     format: str
@@ -85,6 +86,7 @@ class EvaluationSplit:
     caption_image: np.ndarray
     labels: np.ndarray
     class_ids: np.ndarray | None = None
+    caption_words: np.ndarray | None = None
 
     def __post_init__(self):
         n_images, n_captions = len(self.image_ids), len(self.caption_ids)
@@ -122,6 +124,7 @@ class EvaluationSplit:
             caption_image=np.asarray(data.captions["image_index"], dtype=np.int64),
             labels=data.label_matrix(),
             class_ids=class_ids,
+            caption_words=np.array([len(tokens) - 2 for tokens in data.captions["tokens"]], dtype=np.int64),
         )
 
 

@@ -61,6 +61,13 @@ STATISTICS = {
         "Spearman correlation of the σ statistic with log(true number of matches), synthetic data only; "
         "below it, its 95% bootstrap interval over queries (mean over seeds of each seed's bounds)"
     ),
+    "partial_spearman_u_log_matches": (
+        "the same with the query's length held fixed (partial rank correlation given a caption's word count, "
+        "an image's number of instance categories): the control for length, which alone predicts ambiguity"
+    ),
+    "within_length_spearman_u_log_matches": (
+        "the same within each length of at least 50 queries, averaged weighted by their queries"
+    ),
 }
 # Statistics with a bootstrap interval carry it in two more rows, <statistic>_ci_low and _ci_high.
 INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")

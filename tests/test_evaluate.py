@@ -240,6 +240,9 @@ def test_cub_protocol_and_csd_and_uncertainty(prepared_cub, tmp_path):
     summary = result.uncertainty_summary
     assert set(summary[summary["statistic"] == "spearman_u_log_matches"]["protocol"]) == {"full"}
     assert set(summary["scoring"]) == {"match-prob"}
+    # and its control for the caption's length (CUB: no image length, so captions only)
+    controlled = summary[summary["statistic"] == "partial_spearman_u_log_matches"]
+    assert set(zip(controlled["protocol"], controlled["direction"])) == {("full", "t2i")}
 
 
 def test_uncertainty_that_marks_the_failures_is_found(prepared, tmp_path):

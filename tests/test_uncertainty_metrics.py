@@ -5,7 +5,15 @@ import pytest
 import torch
 from scipy import stats
 
-from metrics import auroc, pearson, spearman, spearman_interval, uncertainty_bins
+from metrics import (
+    auroc,
+    partial_spearman,
+    pearson,
+    spearman,
+    spearman_interval,
+    uncertainty_bins,
+    within_strata_spearman,
+)
 
 # --- uncertainty_bins ----------------------------------------------------------------------------
 
@@ -173,3 +181,38 @@ def test_auroc_bad_input():
         auroc(np.array([0.1, 0.2]), np.array([0, 2]))
     with pytest.raises(ValueError, match="predictor has 2 values but failure has 3"):
         auroc(np.array([0.1, 0.2]), np.array([0, 1, 1]))
+
+
+def test_partial_spearman_is_the_correlation_of_rank_residuals_given_the_control():
+    """Written independently: regress the ranks of x and of y on the control's ranks, correlate the residuals."""
+    from scipy.stats import pearsonr, rankdata
+
+    rng = np.random.default_rng(0)
+    length = rng.integers(2, 15, 3000).astype(float)
+    ambiguity = -length + rng.normal(0, 2, 3000)  # longer captions: more specific
+    u = 0.8 * length + 0.3 * ambiguity + rng.normal(0, 1, 3000)
+    residuals = []
+    for v in (u, ambiguity):
+        ranks, control = rankdata(v), rankdata(length)
+        slope, intercept = np.polyfit(control, ranks, 1)
+        residuals.append(ranks - (slope * control + intercept))
+    expected = pearsonr(*residuals).statistic
+    assert partial_spearman(u, ambiguity, length) == pytest.approx(expected, abs=1e-9)
+    assert spearman(u, ambiguity) < 0 < partial_spearman(u, ambiguity, length)  # the length confound flips the sign
+    with_nan = u.copy()
+    with_nan[:10] = np.nan
+    assert partial_spearman(with_nan, ambiguity, length) == pytest.approx(partial_spearman(u[10:], ambiguity[10:], length[10:]))
+    assert np.isnan(partial_spearman(length, ambiguity, length))  # x is the control itself: undefined
+
+
+def test_within_strata_spearman_weights_each_large_enough_stratum_by_its_size():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(1)
+    strata = np.repeat([3.0, 4.0, 5.0, 9.0], [100, 60, 200, 20])  # 9: too small, left out
+    x, y = rng.normal(size=380), rng.normal(size=380)
+    y[:100] += x[:100]  # a correlation in the first stratum only
+    kept = [(s, (strata == s).sum()) for s in (3.0, 4.0, 5.0)]
+    expected = sum(spearmanr(x[strata == s], y[strata == s]).statistic * n for s, n in kept) / sum(n for _, n in kept)
+    assert within_strata_spearman(x, y, strata, min_size=50) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(within_strata_spearman(x, y, strata, min_size=500))

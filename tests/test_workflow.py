@@ -418,6 +418,8 @@ def test_a_row_for_every_run_and_metric_that_applies(built, smoke_config):
             "auroc_u",
             "spearman_u_rank",
             "spearman_u_log_matches",
+            "partial_spearman_u_log_matches",
+            "within_length_spearman_u_log_matches",
         }
 
 
