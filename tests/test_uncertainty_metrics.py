@@ -5,15 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from metrics import (
-    auroc,
-    partial_spearman,
-    pearson,
-    spearman,
-    spearman_interval,
-    uncertainty_bins,
-    within_strata_spearman,
-)
+from metrics import auroc, partial_spearman, pearson, spearman, spearman_interval, uncertainty_bins, within_strata_spearman
 
 # --- uncertainty_bins ----------------------------------------------------------------------------
 
