@@ -200,9 +200,10 @@ def _extract_zip(archive: Path, staging: Path, mapping: _Members, progress: bool
                     _read_member(archive, bundle, info, path)
                 bar.update()
             for info in infos:  # the members left out are read too: a damaged archive is refused whole
-                if info.filename not in extracted and not info.is_dir():
-                    _read_member(archive, bundle, info, None)
-                bar.update()
+                if info.filename not in extracted:
+                    if not info.is_dir():
+                        _read_member(archive, bundle, info, None)
+                    bar.update()
 
 
 def _read_member(archive: Path, bundle: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path | None) -> None:
@@ -252,10 +253,10 @@ def _read_to_the_end(archive: Path, bundle: tarfile.TarFile) -> None:
     compressed stream must end intact (gzip's CRC and length are checked when its end is read).
 
     ``tarfile`` ends its iteration at the first header it cannot parse, so a damaged header in the
-    middle reads as the end of a shorter archive; what follows it is not padding."""
+    middle reads as the end of a shorter archive; what follows it is not padding. Read on from
+    where ``tarfile`` stopped, never back: a gzip stream would be decompressed again from its start."""
     stream = bundle.fileobj
-    stream.seek(bundle.offset)
-    position = bundle.offset
+    position = stream.tell()
     while block := stream.read(1 << 20):
         if block.count(0) != len(block):
             at = position + next(i for i, byte in enumerate(block) if byte)

@@ -56,10 +56,8 @@ def check_weights_in_place(url: str) -> None:
     match = torch.hub.HASH_REGEX.search(name)
     if not path.is_file() or match is None:
         return
-    digest = hashlib.sha256()
     with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
+        digest = hashlib.file_digest(file, "sha256")
     if not digest.hexdigest().startswith(match.group(1)):
         raise ValueError(
             f"{path}: ImageNet weights: SHA-256 {digest.hexdigest()[:16]}... does not start with {match.group(1)}, as "

@@ -262,6 +262,22 @@ def test_a_damaged_tar_gz_is_refused_whole(tmp_path, where):
     assert len(list((tmp_path / "root" / "text_c10").rglob("*.txt"))) == 40 * 12
 
 
+def test_a_damaged_header_in_a_plain_tar_is_not_taken_for_its_end(tmp_path):
+    """No compression, so no CRC: tarfile stops at the damaged header as at an end; the data after it
+    is not padding."""
+    members = {f"top/{i:03d}.txt": f"caption {i}\n".encode() * 20 for i in range(30)}
+    content = bytearray(tar_bytes(members, compression=""))
+    header = content.index(b"top/015.txt")  # a header starts with the member's name
+    content[header + 148 : header + 156] = b"9999999\0"  # a checksum that cannot be right
+    archive = tmp_path / "plain.tar"
+    archive.write_bytes(bytes(content))
+    with pytest.raises(DamagedArchiveError, match=r"plain.tar: file: data after what reads as its end .* a damaged header"):
+        extract(archive, tmp_path / "root", {"top/": "images/"}, progress=False)
+    assert list((tmp_path / "root").iterdir()) == []
+    with pytest.raises(DamagedArchiveError, match="a damaged header"):
+        check_integrity(archive)
+
+
 def test_a_damaged_zip_member_is_refused_even_when_not_extracted(tmp_path):
     members = {"annotations/captions_train2014.json": b"{}", "annotations/person_keypoints_train2014.json": os.urandom(5000)}
     content = bytearray(zip_bytes(members))

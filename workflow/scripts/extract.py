@@ -1,7 +1,8 @@
 """Rules extract_*: verify a downloaded archive, then extract its members into the dataset's layout
 (corpora.archives: checked members, read to its end intact, every file the dataset's index names
-present (corpora.sources.extraction_check), a temporary folder moved into place when complete). A refused archive is moved aside, so the rerun downloads it again; a file without a
-published checksum gets its SHA-256 recorded only once it has passed every check."""
+present (corpora.sources.extraction_check), a temporary folder moved into place when complete).
+A refused archive is moved aside, so the rerun downloads it again; a file without a published
+checksum gets its SHA-256 recorded only once it has passed every check."""
 
 import logging
 from pathlib import Path
