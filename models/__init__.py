@@ -1,4 +1,5 @@
-"""Methods on one shared stack: VSE0 and VSE++ (``vse.py``), PVSE K=1 and K=2 (``pvse.py``), PCME (``pcme.py``).
+"""Methods on one shared stack: VSE0 and VSE++ (``vse.py``), PVSE K=1 and K=2 (``pvse.py``), PCME (``pcme.py``),
+PCME++ (``pcmepp.py``).
 
 A method is one file in this package: its heads, its loss and its registry entry side by side.
 The entry (a literal ``METHODS`` list, see ``models/registry.py`` for its fields) names the method,
@@ -22,6 +23,12 @@ left out), and has this interface:
     (N_i, N_c) says which in-batch pairs are positives. Runs in fp32.
 
 Optional: ``set_epoch(epoch)`` (a schedule inside the loss, e.g. a warm-up),
+``training_targets(images, image_ids, match) -> (images, targets)`` (the method builds its own
+training batch, PCME++'s mixed images and soft targets: in training only, before encoding, the
+model hands it the (B, C, H, W) images, the (B,) image ids and the bool match, and its ``loss``
+then gets the returned float (B', B') targets instead of the match; B' < B drops the last pairs,
+captions included; random draws on the CPU from torch's global generator, which the trainer
+seeds per epoch, so a run draws the same on any device),
 ``loss_parameters() -> list`` (the loss's own parameters, not gradient-clipped),
 ``draw_samples(encoded, generator) -> Tensor`` (required when the entry's ``exports.drawn`` names
 an item: it draws that item again from the embed stage's fixed seed), and, per entry, the

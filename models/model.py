@@ -42,13 +42,21 @@ class CrossModalModel(nn.Module):
     def forward(self, images, tokens, lengths, image_ids):
         """The method's loss on a batch of pairs (which pairs match: ``batch_positives``).
 
-        Encoders may run under autocast (bf16 on CUDA); the loss always runs in fp32,
+        In training, a method with a ``training_targets`` hook (models/__init__.py) turns the
+        images and the bool match into its own batch: images (perhaps fewer, the last ones
+        dropped, and the captions with them) and float targets, which its loss gets instead of
+        the match. Encoders may run under autocast (bf16 on CUDA); the loss always runs in fp32,
         where PCME's distances and log-sigmoids stay accurate.
         """
         if self.batch_positives == "image":
             match = image_ids[:, None] == image_ids[None, :]
         else:
             match = torch.eye(len(image_ids), dtype=torch.bool, device=image_ids.device)
+        hook = getattr(self.method, "training_targets", None)
+        if self.training and hook is not None:
+            images, match = hook(images, image_ids, match)
+            kept = len(images)
+            tokens, lengths, image_ids = tokens[:kept], lengths[:kept], image_ids[:kept]
         encoded_images = self.encode_images(images)
         encoded_captions = self.encode_captions(tokens, lengths)
         with torch.autocast(images.device.type, enabled=False):

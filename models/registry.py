@@ -81,6 +81,7 @@ UNCERTAINTY_STATISTICS = {
 STACK_SETTINGS = {
     "word_vectors_training": {"$ref": "#/$defs/word_vectors_training"},
     "grad_clip": {"$ref": "#/$defs/grad_clip", "default": None},
+    "batch_size": {"$ref": "#/$defs/batch_size", "default": None},
 }
 REQUIRED_FIELDS = ("name", "label", "color", "class", "scorings", "probabilistic", "exports", "settings")
 OPTIONAL_FIELDS = ("uncertainty", "note")

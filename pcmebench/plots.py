@@ -74,6 +74,7 @@ FIGURES = {
         FigureKind("uncertainty_bins", "Uncertainty", "R@1 per σ bin"),
         FigureKind("sigma_histogram", "Uncertainty", "σ per modality"),
         FigureKind("sigma_multiplicity", "Uncertainty", "σ against the true number of matches"),
+        FigureKind("sigma_comparison", "Uncertainty", "The probabilistic methods' σ, raw and with length held fixed"),
         FigureKind("training_curves", "Training", "Training loss per epoch"),
     )
 }
@@ -111,7 +112,7 @@ def figure_names(dataset: str, methods: list[str] | tuple[str, ...]) -> list[str
     if probabilistic_methods(methods):
         names += ["uncertainty_bins", "sigma_histogram"]
         if dataset in SYNTHETIC_FORMAT:
-            names.append("sigma_multiplicity")
+            names += ["sigma_multiplicity", "sigma_comparison"]
     return names + ["training_curves"]
 
 
@@ -485,6 +486,70 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
     return figure
 
 
+# The σ comparison's correlations: the raw one (with its bootstrap interval) and its two length controls.
+MATCH_CORRELATIONS = {
+    "spearman_u_log_matches": "ρ(σ, log matches)",
+    "partial_spearman_u_log_matches": "partial ρ\n(length fixed)",
+    "within_length_spearman_u_log_matches": "ρ within\neach length",
+}
+
+
+def plot_sigma_comparison(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[str]):
+    """Every probabilistic method side by side on the complete ground truth, each with its own σ statistic:
+    top, Spearman of σ with log true matches, raw (whiskers: mean bootstrap interval) and with the
+    query's length held fixed; bottom, AUROC of σ and of the score margin for an R@1 failure."""
+    chosen = probabilistic_methods(methods)
+    table = uncertainty_summary
+    rows = table[(table["dataset"] == dataset) & (table["protocol"] == FULL_PROTOCOL) & table["method"].isin(chosen)]
+    figure = new_figure(max(9, 2.2 * len(chosen) + 6), 7)
+    figure.suptitle(f"{dataset}: the probabilistic methods' σ on the complete ground truth (bars: mean; dots: seeds)")
+    top, bottom = figure.subfigures(2, 1)
+    width = 0.8 / max(len(chosen), 1)
+    missing = f"uncertainty_summary.csv has no {FULL_PROTOCOL} {{direction}} rows of {', '.join(chosen)} for {dataset}"
+
+    def own(here, method, statistic, uncertainty):
+        return here[
+            (here["method"] == method)
+            & (here["scoring"] == PRIMARY_SCORING[method])
+            & (here["statistic"] == statistic)
+            & (here["uncertainty"] == uncertainty)
+        ]["value"]
+
+    panels, filled = direction_panels(top, rows, missing)
+    for axes, here in filled:
+        for k, method in enumerate(chosen):
+            statistic = plotted_uncertainty(method)
+            for g, name in enumerate(MATCH_CORRELATIONS):
+                mean, points = seed_points(own(here, method, name, statistic))
+                x = g + (k - (len(chosen) - 1) / 2) * width
+                label = f"{METHOD_LABELS[method]}: {UNCERTAINTY_STATISTICS[statistic]}" if g == 0 else None
+                axes.bar(x, mean, width * 0.9, color=METHOD_COLORS[method], label=label)
+                axes.plot(np.full(points.size, x), points, "o", color="black", markersize=3)
+                if name == "spearman_u_log_matches":
+                    low, high = (np.nanmean(own(here, method, f"{name}{end}", statistic)) for end in ("_ci_low", "_ci_high"))
+                    axes.errorbar(x, mean, [[mean - low], [high - mean]], color="black", capsize=3, linewidth=1)
+        axes.axhline(0, color="gray", linewidth=1)
+        axes.set_xticks(range(len(MATCH_CORRELATIONS)), list(MATCH_CORRELATIONS.values()), fontsize=8)
+        axes.set_ylim(-1, 1)
+        axes.grid(axis="y", alpha=0.3)
+        axes.legend(fontsize=7, loc="lower left")
+    panels[0].set_ylabel("Spearman correlation")
+    panels, filled = direction_panels(bottom, rows, missing)
+    for axes, here in filled:
+        for k, method in enumerate(chosen):
+            for g, (statistic, uncertainty) in enumerate((("auroc_u", plotted_uncertainty(method)), ("auroc_margin", MARGIN))):
+                mean, points = seed_points(own(here, method, statistic, uncertainty))
+                x = g + (k - (len(chosen) - 1) / 2) * width
+                axes.bar(x, mean, width * 0.9, color=METHOD_COLORS[method], alpha=1.0 if g == 0 else 0.6)
+                axes.plot(np.full(points.size, x), points, "o", color="black", markersize=3)
+        axes.axhline(0.5, color="gray", linestyle="--", linewidth=1)
+        axes.set_xticks([0, 1], ["AUROC of σ", "AUROC of the score margin"], fontsize=8)
+        axes.set_ylim(0, 1)
+        axes.grid(axis="y", alpha=0.3)
+    panels[0].set_ylabel("AUROC for an R@1 failure")
+    return figure
+
+
 def plot_training_curves(runs: list[Run], dataset: str, methods: list[str]):
     """The mean training loss of each epoch, one panel per method (losses differ in scale), one line per seed."""
     columns = min(len(methods), 3) or 1
@@ -559,6 +624,8 @@ def write_figures(
                 figure = plot_sigma_histogram(runs, dataset, methods)
             elif name == "sigma_multiplicity":
                 figure = plot_sigma_multiplicity(runs, uncertainty_summary, dataset, methods)
+            elif name == "sigma_comparison":
+                figure = plot_sigma_comparison(uncertainty_summary, dataset, methods)
             else:
                 figure = plot_training_curves(runs, dataset, methods)
             written += save(figure, out, dataset, name)

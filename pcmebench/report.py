@@ -26,15 +26,18 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from corpora import SYNTHETIC_FORMAT
 from models.registry import UNCERTAINTY_STATISTICS
 from pcmebench.aggregate import PAPER_COLUMNS, RUN_RECORD_KEYS, SUMMARY_COLUMNS, UNCERTAINTY_COLUMNS, UNCERTAINTY_SUMMARY_COLUMNS
 from pcmebench.plots import (
     DIRECTIONS,
     FIGURES,
+    FULL_PROTOCOL,
     MARGIN,
     METHOD_LABELS,
     METHODS,
     PRIMARY_SCORING,
+    QUERY_MODALITY,
     REGISTRY,
     ResultsError,
     method_series,
@@ -68,6 +71,15 @@ STATISTICS = {
     "within_length_spearman_u_log_matches": (
         "the same within each length of at least 50 queries, averaged weighted by their queries"
     ),
+}
+# The σ comparison's columns (Report.sigma_comparison_table), short.
+COMPARED = ("spearman_u_log_matches", "partial_spearman_u_log_matches", "within_length_spearman_u_log_matches")
+COMPARED_LABELS = {
+    "spearman_u_log_matches": "ρ(σ, log true matches) [95% interval]",
+    "partial_spearman_u_log_matches": "partial ρ, length fixed",
+    "within_length_spearman_u_log_matches": "ρ within each length",
+    "auroc_u": "AUROC of σ (R@1 failure)",
+    "auroc_margin": "AUROC of the score margin",
 }
 # Statistics with a bootstrap interval carry it in two more rows, <statistic>_ci_low and _ci_high.
 INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
@@ -420,6 +432,50 @@ class Report:
         label = esc(METHOD_LABELS[method])
         return f"<details><summary>{label} per-bin values for {esc(dataset)} (bin 0 = most certain; mean over seeds)</summary>{''.join(parts)}</details>"
 
+    def sigma_comparison_table(self, dataset: str) -> str:
+        """Every probabilistic method's σ statistics side by side on the complete ground truth (synthetic
+        data): the correlation with log true matches, its two length controls, and AUROC beside the
+        score margin's; mean over seeds, sd over seeds and the mean bootstrap interval below."""
+        chosen = probabilistic_methods(self.methods)
+        table = self.uncertainty_summary
+        rows = table[(table["dataset"] == dataset) & (table["protocol"] == FULL_PROTOCOL) & table["method"].isin(chosen)]
+        if dataset not in SYNTHETIC_FORMAT or not chosen:
+            return ""
+        if rows.empty:
+            return f"<p>uncertainty_summary.csv has no {FULL_PROTOCOL} rows of {esc(', '.join(chosen))} for {esc(dataset)}.</p>"
+        grouped = rows.groupby(["method", "scoring", "uncertainty", "direction", "statistic"])["value"].agg(
+            ["mean", "std", "count"]
+        )
+        columns = [*COMPARED, "auroc_u", "auroc_margin"]
+        body = []
+        for method in chosen:
+            scoring = PRIMARY_SCORING[method]
+            for uncertainty, direction in itertools.product(REGISTRY[method].statistics, DIRECTIONS):
+                row = [esc(METHOD_LABELS[method]), esc(UNCERTAINTIES[uncertainty]), esc(QUERY_MODALITY[direction])]
+                for statistic in columns:
+                    key = (method, scoring, MARGIN if statistic == "auroc_margin" else uncertainty, direction, statistic)
+                    if key not in grouped.index:
+                        row.append("—")
+                        continue
+                    mean, std, count = grouped.loc[key]
+                    cell = number(mean, 3)
+                    if count > 1:
+                        cell += f'<span class="ci">± {number(std, 3)} (sd, {int(count)} seeds)</span>'
+                    bounds = [grouped["mean"].get((*key[:-1], f"{statistic}{end}")) for end in INTERVAL_SUFFIXES]
+                    if None not in bounds:
+                        cell += f'<span class="ci">[{number(bounds[0], 3)}, {number(bounds[1], 3)}]</span>'
+                    row.append(cell)
+                body.append(row)
+        header = ["method", "σ statistic", "queries", *(esc(COMPARED_LABELS[s]) for s in columns)]
+        note = (
+            "The probabilistic methods compared on the complete ground truth (protocol <code>full</code>), each with its "
+            "own scoring: does σ grow with a query's true number of matches once the query's length is held fixed, and "
+            "does it foresee an R@1 failure better than the score margin?"
+        )
+        return f'<h4>σ compared across the probabilistic methods</h4><p class="note">{note}</p>' + table_html(
+            header, body, label_columns=3
+        )
+
     def uncertainty_section(self) -> str:
         probabilistic = probabilistic_methods(self.methods)
         statistics = "; ".join(
@@ -437,6 +493,7 @@ class Report:
         ]
         for dataset in self.datasets:
             parts.append(f'<h3 id="uncertainty-{esc(dataset)}">{esc(dataset)}</h3>')
+            parts.append(self.sigma_comparison_table(dataset))
             parts.append(self.statistics_table(dataset))
             parts += [self.bins_table(dataset, method) for method in probabilistic]
             parts.append(self.figures_of(dataset, "Uncertainty"))

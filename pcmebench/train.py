@@ -166,6 +166,9 @@ def train(
     use_threads(threads)
     device = resolve_device(settings["device"])
     training = settings["dataset_settings"]["training"]
+    batch_size = method_setting(settings, "batch_size")
+    if batch_size is not None:  # the method's own (a synthetic-only PCME++ setting: README, deviations)
+        training = {**training, "batch_size": batch_size}
     seed = settings["seed"]
     total_epochs = training["frozen_epochs"] + training["finetune_epochs"]
     config_hash = settings_hash(settings if backbone is None else {**settings, "backbone_sha256": file_sha256(backbone)})
@@ -251,7 +254,8 @@ def train(
         if seen == 0:
             raise ValueError(
                 f"{settings['dataset']}: no training batch of {training['batch_size']} pairs fits in its {len(pairs)} "
-                f"training pairs; lower dataset_settings.{settings['dataset']}.training.batch_size"
+                f"training pairs; lower dataset_settings.{settings['dataset']}.training.batch_size (or the method's "
+                f"method_settings.{settings['method']}.batch_size)"
             )
         steps = step + 1
         wall = time.perf_counter() - began

@@ -135,6 +135,8 @@ def fake_uncertainty(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
                     statistics.append({**pcme, "statistic": "spearman_u_log_matches", "value": 0.6})
                     statistics.append({**pcme, "statistic": "spearman_u_log_matches_ci_low", "value": 0.55})
                     statistics.append({**pcme, "statistic": "spearman_u_log_matches_ci_high", "value": 0.65})
+                    statistics.append({**pcme, "statistic": "partial_spearman_u_log_matches", "value": 0.2})
+                    statistics.append({**pcme, "statistic": "within_length_spearman_u_log_matches", "value": 0.1})
     return pd.DataFrame(bins, columns=UNCERTAINTY_COLUMNS), pd.DataFrame(statistics, columns=UNCERTAINTY_SUMMARY_COLUMNS)
 
 
@@ -200,9 +202,11 @@ def plotted(fake, tmp_path_factory) -> Path:
 
 def test_figure_list_follows_the_config():
     assert figure_names("synthetic-cub", METHODS) == [
-        "retrieval", "auroc", "uncertainty_bins", "sigma_histogram", "sigma_multiplicity", "training_curves",
+        "retrieval", "auroc", "uncertainty_bins", "sigma_histogram", "sigma_multiplicity", "sigma_comparison",
+        "training_curves",
     ]  # fmt: skip
-    assert "sigma_multiplicity" not in figure_names("coco", METHODS)  # real data: true multiplicity unknown
+    for name in ("sigma_multiplicity", "sigma_comparison"):
+        assert name not in figure_names("coco", METHODS)  # real data: true multiplicity unknown
     assert figure_names("coco", POINT) == ["retrieval", "auroc", "training_curves"]
     files = figure_files("out", ["coco"], POINT[:1])
     assert files == [f"out/coco/{n}.{e}" for n in ("retrieval", "auroc", "training_curves") for e in ("png", "pdf")]

@@ -67,7 +67,7 @@ def test_each_method_file_declares_its_methods():
         assert method.probabilistic == (method.uncertainty_statistic is not None)
         assert set(STACK_SETTINGS) <= set(method.all_settings)
     # variants of one class share its file
-    assert {m.file.name for m in methods.values()} == {"vse.py", "pvse.py", "pcme.py"}
+    assert {m.file.name for m in methods.values()} == {"vse.py", "pvse.py", "pcme.py", "pcmepp.py"}
     assert method_entry("pvse-k2").defaults["embeddings"] == 2 and method_entry("pvse-k1").defaults["embeddings"] == 1
 
 
@@ -110,9 +110,10 @@ def test_an_entry_is_read_with_names_of_literals_and_without_running_the_file(tm
         """,
     )
     toy = registered(folder)["toy"]
-    assert toy.defaults == {"grad_clip": None, "width": 3} and toy.required == ["word_vectors_training", "depth"]
+    assert toy.defaults == {"grad_clip": None, "batch_size": None, "width": 3}
+    assert toy.required == ["word_vectors_training", "depth"]
     assert toy.module == "models.toy" and toy.where == "models/toy.py"
-    assert toy.complete({"depth": 2}) == {"grad_clip": None, "width": 3, "depth": 2}
+    assert toy.complete({"depth": 2}) == {"grad_clip": None, "batch_size": None, "width": 3, "depth": 2}
 
 
 @pytest.mark.parametrize(
@@ -151,7 +152,7 @@ def test_the_schema_holds_each_method_and_its_settings_and_refuses_others(tmp_pa
     config = {"datasets": ["synthetic-coco"], "methods": ["toy"], "method_settings": {"toy": {"width": 2, "widht": 1}}}
     problems = [p for p in schema_problems(config, schema) if "method_settings" in p]
     assert problems == [
-        "config: method_settings.toy: unknown key 'widht' (did you mean 'width'?); allowed: grad_clip, width, word_vectors_training"
+        "config: method_settings.toy: unknown key 'widht' (did you mean 'width'?); allowed: batch_size, grad_clip, width, word_vectors_training"
     ]
     config["method_settings"] = {"toy": {"width": "wide"}, "pcme": {}}
     problems = [p for p in schema_problems(config, schema) if "method_settings" in p]

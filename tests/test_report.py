@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pcmebench.plots import METHOD_LABELS, ResultsError, figure_files
-from pcmebench.report import main, write_report
-from tests.test_plots import DATASETS, METHODS, SEEDS, register_twin, write_fake_results
+from pcmebench.plots import METHOD_LABELS, REGISTRY, ResultsError, figure_files
+from pcmebench.report import UNCERTAINTIES, main, write_report
+from tests.test_plots import DATASETS, METHODS, PROBABILISTIC, SEEDS, register_twin, write_fake_results
 
 CONFIG = {"datasets": list(DATASETS), "methods": list(METHODS), "seeds": list(SEEDS), "work_dir": "work"}
 
@@ -88,7 +88,7 @@ def table_row(html: str, *labels: str) -> str:
 
 def test_every_figure_is_embedded_once_as_a_data_uri(page, inputs):
     images = [attrs["src"] for tag, attrs in parse(page) if tag == "img"]
-    assert len(images) == len(inputs["pngs"]) == 2 * 6 - 1  # coco has no multiplicity figure
+    assert len(images) == len(inputs["pngs"]) == 5 + 7  # coco has no multiplicity or comparison figure
     embedded = sorted(base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in images)
     assert all(src.startswith("data:image/png;base64,") for src in images)
     assert embedded == sorted(p.read_bytes() for p in inputs["pngs"])
@@ -137,6 +137,19 @@ def test_uncertainty_section_reports_sigma_and_margin(page):
     assert "0.600" not in table_row(synthetic, "CUB", "PCME")
     assert "—" in table_row(synthetic, "CUB", "VSE0")  # no σ statistics for a deterministic method
     assert "± " in table_row(synthetic, "CUB", "VSE0")  # two seeds: the spread of the margin's AUROC is shown
+
+
+def test_sigma_comparison_puts_every_probabilistic_method_side_by_side(page):
+    synthetic = section(page, "uncertainty-synthetic-cub")
+    assert "σ compared across the probabilistic methods" in synthetic
+    assert "σ compared" not in section(page, "uncertainty-coco")  # no true match counts on real data
+    comparison = synthetic[synthetic.index("σ compared") : synthetic.index("</table>", synthetic.index("σ compared"))]
+    for method in PROBABILISTIC:
+        statistic = html.escape(UNCERTAINTIES[REGISTRY[method].statistics[0]])
+        row = table_row(comparison, METHOD_LABELS[method], statistic, "captions")
+        # the fakes: rho 0.6 [0.55, 0.65], partial 0.2, within-length 0.1, over two seeds
+        assert "0.600" in row and "[0.550, 0.650]" in row and "0.200" in row and "0.100" in row and "2 seeds" in row
+    assert "VSE0" not in comparison
 
 
 def test_training_cost_and_provenance(page):

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from corpora.synthetic.scenes import (
+    CLOSINGS,
+    COUNT_OPENERS,
+    OPENERS,
     CaptionSpec,
     Descriptor,
     SceneObject,
@@ -73,25 +76,56 @@ def test_sampled_captions_are_true_distinct_and_varied():
     assert {0, 1, 2} <= set(lengths)
 
 
-@pytest.mark.parametrize(
-    "spec, text",
-    [
-        (CaptionSpec((Descriptor(shape="circle", colour="red", size="small"),)), "a small red circle"),
-        (CaptionSpec((Descriptor(),)), "a shape"),
-        (CaptionSpec(count=2), "two shapes"),
-        (CaptionSpec((Descriptor(colour="red", side="left"),)), "a red shape on the left"),
-        (
-            CaptionSpec(
-                (Descriptor(shape="circle", colour="red", size="small"), Descriptor(shape="star", colour="blue")),
-                relation="above",
-            ),
-            "a small red circle above a blue star",
-        ),
-    ],
-)
-def test_rendering_says_what_the_spec_means(spec, text):
-    rendered = [spec.render(np.random.default_rng(s)) for s in range(30)]
-    assert all(r.endswith(text) for r in rendered)
+SMALL_RED_CIRCLE = Descriptor(shape="circle", colour="red", size="small")
+BLUE_STAR = Descriptor(shape="star", colour="blue")
+# spec -> its full wording (the vague noun and the relation's wording vary) and its terse one
+WORDINGS = [
+    (CaptionSpec((SMALL_RED_CIRCLE,)), {"a small red circle"}, "small red circle"),
+    (CaptionSpec((Descriptor(),)), {"a shape", "a shape of some kind", "an object of some sort"}, None),
+    (CaptionSpec(count=2), {"two shapes"}, "two shapes"),
+    (
+        CaptionSpec((Descriptor(colour="red", side="left"),)),
+        {"a red shape on the left", "a red shape of some kind on the left", "a red object of some sort on the left"},
+        None,
+    ),
+    (
+        CaptionSpec((SMALL_RED_CIRCLE, BLUE_STAR), relation="above"),
+        {"a small red circle above a blue star"},
+        "small red circle, blue star below it",
+    ),
+    (
+        CaptionSpec((SMALL_RED_CIRCLE, BLUE_STAR), relation="left of"),
+        {"a small red circle left of a blue star", "a small red circle to the left of a blue star"},
+        "small red circle, blue star at its right",
+    ),
+    (CaptionSpec((SMALL_RED_CIRCLE, BLUE_STAR), relation="right of"), None, "small red circle, blue star at its left"),
+    (CaptionSpec((SMALL_RED_CIRCLE, BLUE_STAR), relation="below"), None, "small red circle, blue star above it"),
+    (CaptionSpec((SMALL_RED_CIRCLE, BLUE_STAR)), {"a small red circle and a blue star"}, "small red circle, blue star"),
+]
+
+
+@pytest.mark.parametrize("spec, full, terse", WORDINGS)
+def test_wordings_say_what_the_spec_means(spec, full, terse):
+    for seed in range(40):
+        if full is not None:
+            assert spec.body(np.random.default_rng(seed), terse=False) in full
+        if terse is not None:
+            assert spec.body(np.random.default_rng(seed), terse=True) == terse
+
+
+@pytest.mark.parametrize("spec, full, terse", WORDINGS)
+def test_a_rendering_is_the_terse_wording_or_the_full_one_between_fillers(spec, full, terse):
+    fillers = set(OPENERS + COUNT_OPENERS + CLOSINGS) - {""}
+    lengths = set()
+    for seed in range(60):
+        text = spec.render(np.random.default_rng(seed))
+        lengths.add(len(text.split()))
+        if text == spec.body(np.random.default_rng(seed), terse=True):
+            continue
+        for filler in sorted(fillers, key=len, reverse=True):
+            text = text.replace(filler, " ")
+        assert full is None or " ".join(text.split()) in full
+    assert len(lengths) >= 4  # the length varies with the draw, not only with the meaning
 
 
 def test_invalid_specs_are_refused():

@@ -28,9 +28,11 @@ from corpora.synthetic.drawing import (
     texture,
 )
 from corpora.synthetic.output import dataset_folder, ground_truth_json, write_json
+from corpora.synthetic.wording import framed, wording_of_drawn_length
 
-# 2: writes seen_test_images.txt (empty: see write_synthetic_cub)
-GENERATOR_VERSION = 2
+# 2: writes seen_test_images.txt (empty: see write_synthetic_cub); 3: caption lengths drawn apart
+# from the number of attributes named (sample_caption)
+GENERATOR_VERSION = 3
 BIRD_COLOURS = ("red", "yellow", "blue", "black", "white", "brown")
 PARTS = {
     "crown": BIRD_COLOURS,
@@ -48,7 +50,19 @@ PHRASES = {
     "bill": ("a {} bill", "a {} beak"),
     "tail": ("a {} tail", "{} tail feathers"),
 }
-OPENERS = ("this bird has {}", "a bird with {}", "the bird has {}", "this is a bird with {}", "here is a bird with {}")
+OPENERS = (
+    "this bird has {}",
+    "a bird with {}",
+    "the bird has {}",
+    "this is a bird with {}",
+    "here is a bird with {}",
+    "this is a picture of a small bird that has {}",
+    "what we can see here is a bird that has {}",
+)
+# Filler closings: nothing about the bird's class, pose or perch.
+CLOSINGS = ("", "as far as i can tell", "in this picture", "if you look at it closely", "which is easy to see here")
+# A caption's length in words is drawn from this range (inclusive), apart from what it says.
+CAPTION_LENGTHS = (6, 18)
 
 BirdClass = tuple[str, ...]  # one value per part, in PART_NAMES order
 CaptionSpec = frozenset  # of (part, value) pairs the caption asserts
@@ -68,15 +82,21 @@ def sample_classes(n: int, rng: np.random.Generator) -> list[BirdClass]:
 
 
 def sample_caption(bird: BirdClass, rng: np.random.Generator) -> tuple[CaptionSpec, str]:
-    """A description of one to three of the class's attributes, and its meaning."""
+    """A description of one to three of the class's attributes, and its meaning.
+
+    Its length is drawn apart from how many attributes it names (``corpora.synthetic.wording``):
+    the terse list ("red crown, long bill") or the full one between an opener and a filler
+    closing, so naming one attribute often reads as long as naming three.
+    """
     parts = rng.choice(len(PART_NAMES), size=int(rng.integers(1, 4)), replace=False)
-    phrases = []
+    phrases, terse = [], []
     for p in parts:
         name = PART_NAMES[p]
         templates = PHRASES[name]
         phrases.append(templates[rng.integers(len(templates))].format(bird[p]))
+        terse.append(f"{bird[p]} {name}")
     listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-    text = OPENERS[rng.integers(len(OPENERS))].format(listed)
+    text = wording_of_drawn_length([", ".join(terse)] + framed(listed, OPENERS, CLOSINGS), CAPTION_LENGTHS, rng)
     return frozenset((PART_NAMES[p], bird[p]) for p in parts), text
 
 

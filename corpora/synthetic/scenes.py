@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from corpora.synthetic.wording import framed, wording_of_drawn_length
+
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "white", "orange", "cyan")
 SIZES = ("small", "large")
@@ -29,6 +31,33 @@ SIDES = ("left", "right", "top", "bottom")
 RELATIONS = ("left of", "right of", "above", "below")
 COUNT_WORDS = {1: "a single shape", 2: "two shapes", 3: "three shapes"}
 MAX_OBJECTS = 3
+# Wording that says nothing about the scene: names for an object of no named shape, openers
+# and closings (none holds a colour, shape, size, side, relation or count word).
+VAGUE_NOUNS = ("shape", "shape of some kind", "object of some sort")
+OPENERS = (
+    "",
+    "there is",
+    "a picture of",
+    "an image with",
+    "this shows",
+    "we can see",
+    "this image shows",
+    "in this picture there is",
+    "somewhere in this image there is",
+    "here we can see what looks like",
+)
+COUNT_OPENERS = ("", "this picture has", "we can see", "the image contains", "what we can see here is")
+CLOSINGS = (
+    "",
+    "in the picture",
+    "somewhere in this picture",
+    "on a textured background",
+    "if you look closely",
+    "drawn on a patterned background",
+    "in this image as far as one can tell",
+)
+# A caption's length in words is drawn from this range (inclusive), apart from what it says.
+CAPTION_LENGTHS = (5, 15)
 
 
 @dataclass(frozen=True)
@@ -65,10 +94,13 @@ class Descriptor:
             and (self.side is None or _on_side(obj, self.side))
         )
 
-    def phrase(self) -> str:
-        words = [w for w in (self.size, self.colour) if w] + [self.shape or "shape"]
-        article = "an" if words[0][0] in "aeiou" else "a"
-        text = " ".join([article, *words])
+    def phrase(self, terse: bool = False, vague_noun: str = "shape") -> str:
+        """The descriptor in words: "a small red circle on the left", or without the article
+        (``terse``); an object of no named shape is a ``vague_noun`` ("shape", "shape of some kind")."""
+        words = [w for w in (self.size, self.colour) if w] + [self.shape or vague_noun]
+        text = " ".join(words)
+        if not terse:
+            text = ("an " if text[0] in "aeiou" else "a ") + text
         if self.side in ("left", "right"):
             text += f" on the {self.side}"
         elif self.side:
@@ -103,22 +135,35 @@ class CaptionSpec:
             first.matches(a) and second.matches(b) and _related(a, b, self.relation) for a, b in itertools.permutations(scene, 2)
         )
 
-    def render(self, rng: np.random.Generator) -> str:
-        """This spec in words; the wording varies, the meaning does not."""
+    def body(self, rng: np.random.Generator, terse: bool) -> str:
+        """What the spec asserts, in full ("a small red circle left of a blue star") or ``terse``
+        ("small red circle, blue star at its right"): the same meaning either way."""
         if self.count is not None:
-            body = COUNT_WORDS[self.count]
-        elif len(self.objects) == 1:
-            body = self.objects[0].phrase()
+            return COUNT_WORDS[self.count]
+        noun = VAGUE_NOUNS[rng.integers(len(VAGUE_NOUNS))]
+        first = self.objects[0].phrase(terse, noun)
+        if len(self.objects) == 1:
+            return first
+        second = self.objects[1].phrase(terse, noun)
+        if terse:  # the second object's place relative to the first
+            after = {None: "", "left of": " at its right", "right of": " at its left", "above": " below it", "below": " above it"}
+            return f"{first}, {second}{after[self.relation]}"
+        if self.relation is None:
+            link = "and"
+        elif self.relation in ("left of", "right of") and rng.random() < 0.5:
+            link = f"to the {self.relation}"
         else:
-            if self.relation is None:
-                link = "and"
-            elif self.relation in ("left of", "right of") and rng.random() < 0.5:
-                link = f"to the {self.relation}"
-            else:
-                link = self.relation
-            body = f"{self.objects[0].phrase()} {link} {self.objects[1].phrase()}"
-        opener = ("", "", "there is ", "a picture of ", "an image with ", "this shows ")[rng.integers(6)]
-        return opener + body
+            link = self.relation
+        return f"{first} {link} {second}"
+
+    def render(self, rng: np.random.Generator) -> str:
+        """This spec in words, of a length drawn apart from its meaning (``corpora.synthetic.wording``):
+        the terse body, or the full one between a filler opener and closing, so a vague spec often
+        reads long ("there is a shape of some kind somewhere in this picture") and a specific
+        one short ("small red circle, blue star at its right")."""
+        openers = COUNT_OPENERS if self.count is not None else OPENERS
+        wordings = [self.body(rng, terse=True)] + framed(self.body(rng, terse=False), openers, CLOSINGS)
+        return wording_of_drawn_length(wordings, CAPTION_LENGTHS, rng)
 
 
 def _on_side(obj: SceneObject, side: str) -> bool:
