@@ -78,21 +78,7 @@ METHODS = [
             },
             "kl_weight": {"description": "beta (1e-5 COCO, 1e-3 CUB).", "$ref": "#/$defs/per_dataset_number"},
             "uniformity_weight": {"description": "lambda (0 COCO, 10 CUB).", "$ref": "#/$defs/per_dataset_number"},
-            "init_log_sigma": {
-                "description": (
-                    "Initial log sigma of both modalities (the sigma heads' output bias); null = PyTorch's default "
-                    "initialisation, sigma near 1 (as the official code). One value, or one per dataset name or format."
-                ),
-                "oneOf": [
-                    {"type": ["number", "null"]},
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "patternProperties": {"^(coco|cub|synthetic-coco|synthetic-cub)$": {"type": ["number", "null"]}},
-                    },
-                ],
-                "default": None,
-            },
+            "init_log_sigma": {"$ref": "#/$defs/init_log_sigma", "default": None},
             "kl_form": {
                 "description": (
                     "log-variance (the official code: -1/2 sum(1 + s - mean_z^2 - e^s), the log-sigma output s read as "

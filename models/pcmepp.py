@@ -118,22 +118,8 @@ _SETTINGS = {
         "minimum": 0,
         "default": None,
     },
-    "init_log_sigma": {
-        "description": (
-            "Initial log sigma of both modalities (the sigma heads' output bias, which holds log sigma^2 = "
-            "2 x this); null = PyTorch's default initialisation, sigma near 1. One value, or one per dataset "
-            "name or format."
-        ),
-        "oneOf": [
-            {"type": ["number", "null"]},
-            {
-                "type": "object",
-                "additionalProperties": False,
-                "patternProperties": {"^(coco|cub|synthetic-coco|synthetic-cub)$": {"type": ["number", "null"]}},
-            },
-        ],
-        "default": None,
-    },
+    # the sigma heads' output bias holds log sigma^2 = 2 x this (PCME++'s std is a log variance)
+    "init_log_sigma": {"$ref": "#/$defs/init_log_sigma", "default": None},
 }
 # The registry's entries (models/registry.py): PCME++ and its two ablations, each one of the
 # paper's additions turned off by default (README, "What σ learns").

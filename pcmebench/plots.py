@@ -532,7 +532,7 @@ def plot_sigma_comparison(uncertainty_summary: pd.DataFrame, dataset: str, metho
         axes.set_xticks(range(len(MATCH_CORRELATIONS)), list(MATCH_CORRELATIONS.values()), fontsize=8)
         axes.set_ylim(-1, 1)
         axes.grid(axis="y", alpha=0.3)
-        axes.legend(fontsize=7, loc="lower left")
+        axes.legend(fontsize=7, loc="upper right")
     panels[0].set_ylabel("Spearman correlation")
     panels, filled = direction_panels(bottom, rows, missing)
     for axes, here in filled:

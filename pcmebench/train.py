@@ -8,8 +8,9 @@ a phase with the image backbone frozen, then fine-tuning of everything, each pha
 with its own learning rate, cosine-annealed per epoch over ``cosine_t_max`` epochs
 (the phase's length when null) and its own optimiser, built afresh when fine-tuning
 starts; AdamW (the paper used AdamP); the model's gradients clipped at the method's
-``grad_clip`` (VSE++ and PVSE: 2; PCME: none, as its fp16 runs effectively did), the
-loss's own parameters (PCME's a and b) never. After every
+``grad_clip`` (VSE++, PVSE and PCME++: 2; PCME: none, as its fp16 runs effectively did), the
+loss's own parameters (PCME's a and b) never; batches of the dataset's ``batch_size`` unless the
+method sets its own. After every
 epoch the run writes ``checkpoint.pt`` (atomically; loadable with
 ``torch.load(weights_only=True)``); the same command after a crash resumes from
 it, and on CPU ends with the same weights as an uninterrupted run, because each
@@ -167,7 +168,7 @@ def train(
     device = resolve_device(settings["device"])
     training = settings["dataset_settings"]["training"]
     batch_size = method_setting(settings, "batch_size")
-    if batch_size is not None:  # the method's own (a synthetic-only PCME++ setting: README, deviations)
+    if batch_size is not None:  # the method's own (PCME++ on synthetic-coco: README, deviations)
         training = {**training, "batch_size": batch_size}
     seed = settings["seed"]
     total_epochs = training["frozen_epochs"] + training["finetune_epochs"]

@@ -34,7 +34,8 @@ def tiny_settings(method: str, dataset: str = "synthetic-coco", epochs: int = 2)
         "seed": 0,
         "device": "cpu",
         "dataset_settings": data,
-        "method_settings": CONFIG["method_settings"][method],
+        # the dataset's batches of 8, whatever the method's own batch_size (tested below)
+        "method_settings": {**CONFIG["method_settings"][method], "batch_size": None},
     }
 
 
@@ -296,3 +297,21 @@ def test_imagenet_weights_found_in_place_must_be_torchvisions(tmp_path, monkeypa
         ValueError, match=r"resnet50-0676ba61.pth: ImageNet weights: SHA-256 \w+\.\.\. does not start with 0676ba61"
     ):
         build_image_encoder("resnet50", pretrained=True)
+
+
+def test_a_methods_batch_size_replaces_the_datasets(prepared, tmp_path, monkeypatch):
+    sizes = []
+    forward = CrossModalModel.forward
+
+    def watched(self, images, *args):
+        sizes.append(len(images))
+        return forward(self, images, *args)
+
+    monkeypatch.setattr(CrossModalModel, "forward", watched)
+    settings = tiny_settings("vse0", epochs=1)
+    own = train(prepared, tmp_path / "dataset", settings, threads=1)
+    dataset_batches, sizes[:] = list(sizes), []
+    settings["method_settings"]["batch_size"] = {"coco": None, "cub": None, "synthetic-coco": 4}
+    halved = train(prepared, tmp_path / "method", settings, threads=1)
+    assert max(dataset_batches) == 8 and max(sizes) == 4 and sum(sizes) == sum(dataset_batches)  # every pair, once
+    assert own["config_hash"] != halved["config_hash"]  # a setting of the run

@@ -1,7 +1,7 @@
 # Stage 7, plots: the figures of the results folder (pcmebench/plots.py), each as PNG (for the reports)
 # and PDF (for papers) under <results_dir>/plots/<dataset>/. Which figures exist follows from the configured
 # datasets and methods alone (PLOT_FILES, built by pcmebench.plots.figure_files): the σ figures
-# need a probabilistic method (models/registry.py), the multiplicity figure a synthetic dataset. The PNGs carry captions
+# need a probabilistic method (models/registry.py), the multiplicity and comparison figures a synthetic dataset. The PNGs carry captions
 # (workflow/report/<figure>.rst) for Snakemake's own report (snakemake --report report.html).
 from pcmebench.plots import FIGURES, figure_files
 
