@@ -309,6 +309,24 @@ def seed_points(values: pd.Series) -> tuple[float, np.ndarray]:
     return (float(np.nanmean(numbers)) if numbers.size else np.nan), numbers
 
 
+def own_values(rows: pd.DataFrame, method: str, statistic: str, uncertainty: str) -> pd.Series:
+    """One statistic of a method's own scoring for one uncertainty signal, one value per seed."""
+    return rows[
+        (rows["method"] == method)
+        & (rows["scoring"] == PRIMARY_SCORING[method])
+        & (rows["statistic"] == statistic)
+        & (rows["uncertainty"] == uncertainty)
+    ]["value"]
+
+
+def bar_with_seeds(axes, x: float, values: pd.Series, width: float, color: str, alpha: float = 1.0, label=None) -> float:
+    """A bar at the mean over seeds with a dot per seed; the mean."""
+    mean, points = seed_points(values)
+    axes.bar(x, mean, width, color=color, alpha=alpha, label=label)
+    axes.plot(np.full(points.size, x), points, "o", color="black", markersize=3)
+    return mean
+
+
 def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[str]):
     """AUROC of the score margin (every method) and of each probabilistic method's own σ statistic
     as predictors of an R@1 failure."""
@@ -323,15 +341,8 @@ def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[st
     panels, filled = direction_panels(figure, rows, missing)
     for axes, here in filled:
         for index, (method, statistic, uncertainty, _) in enumerate(bars):
-            values = here[
-                (here["method"] == method)
-                & (here["scoring"] == PRIMARY_SCORING[method])
-                & (here["statistic"] == statistic)
-                & (here["uncertainty"] == uncertainty)
-            ]
-            mean, points = seed_points(values["value"])
-            axes.bar(index, mean, 0.7, color=METHOD_COLORS[method], alpha=1.0 if statistic == "auroc_u" else 0.6)
-            axes.plot(np.full(points.size, index), points, "o", color="black", markersize=3)
+            values = own_values(here, method, statistic, uncertainty)
+            bar_with_seeds(axes, index, values, 0.7, METHOD_COLORS[method], alpha=1.0 if statistic == "auroc_u" else 0.6)
         axes.axhline(0.5, color="gray", linestyle="--", linewidth=1)
         axes.set_xticks(range(len(bars)), [label for *_, label in bars], fontsize=8)
         axes.set_ylim(0, 1)
@@ -507,27 +518,22 @@ def plot_sigma_comparison(uncertainty_summary: pd.DataFrame, dataset: str, metho
     width = 0.8 / max(len(chosen), 1)
     missing = f"uncertainty_summary.csv has no {FULL_PROTOCOL} {{direction}} rows of {', '.join(chosen)} for {dataset}"
 
-    def own(here, method, statistic, uncertainty):
-        return here[
-            (here["method"] == method)
-            & (here["scoring"] == PRIMARY_SCORING[method])
-            & (here["statistic"] == statistic)
-            & (here["uncertainty"] == uncertainty)
-        ]["value"]
+    def at(group: int, k: int) -> float:  # method k's bar in group ``group``
+        return group + (k - (len(chosen) - 1) / 2) * width
 
     panels, filled = direction_panels(top, rows, missing)
     for axes, here in filled:
         for k, method in enumerate(chosen):
             statistic = plotted_uncertainty(method)
             for g, name in enumerate(MATCH_CORRELATIONS):
-                mean, points = seed_points(own(here, method, name, statistic))
-                x = g + (k - (len(chosen) - 1) / 2) * width
                 label = f"{METHOD_LABELS[method]}: {UNCERTAINTY_STATISTICS[statistic]}" if g == 0 else None
-                axes.bar(x, mean, width * 0.9, color=METHOD_COLORS[method], label=label)
-                axes.plot(np.full(points.size, x), points, "o", color="black", markersize=3)
+                values = own_values(here, method, name, statistic)
+                mean = bar_with_seeds(axes, at(g, k), values, width * 0.9, METHOD_COLORS[method], label=label)
                 if name == "spearman_u_log_matches":
-                    low, high = (np.nanmean(own(here, method, f"{name}{end}", statistic)) for end in ("_ci_low", "_ci_high"))
-                    axes.errorbar(x, mean, [[mean - low], [high - mean]], color="black", capsize=3, linewidth=1)
+                    low, high = (
+                        np.nanmean(own_values(here, method, f"{name}{end}", statistic)) for end in ("_ci_low", "_ci_high")
+                    )
+                    axes.errorbar(at(g, k), mean, [[mean - low], [high - mean]], color="black", capsize=3, linewidth=1)
         axes.axhline(0, color="gray", linewidth=1)
         axes.set_xticks(range(len(MATCH_CORRELATIONS)), list(MATCH_CORRELATIONS.values()), fontsize=8)
         axes.set_ylim(-1, 1)
@@ -538,10 +544,8 @@ def plot_sigma_comparison(uncertainty_summary: pd.DataFrame, dataset: str, metho
     for axes, here in filled:
         for k, method in enumerate(chosen):
             for g, (statistic, uncertainty) in enumerate((("auroc_u", plotted_uncertainty(method)), ("auroc_margin", MARGIN))):
-                mean, points = seed_points(own(here, method, statistic, uncertainty))
-                x = g + (k - (len(chosen) - 1) / 2) * width
-                axes.bar(x, mean, width * 0.9, color=METHOD_COLORS[method], alpha=1.0 if g == 0 else 0.6)
-                axes.plot(np.full(points.size, x), points, "o", color="black", markersize=3)
+                values = own_values(here, method, statistic, uncertainty)
+                bar_with_seeds(axes, at(g, k), values, width * 0.9, METHOD_COLORS[method], alpha=1.0 if g == 0 else 0.6)
         axes.axhline(0.5, color="gray", linestyle="--", linewidth=1)
         axes.set_xticks([0, 1], ["AUROC of σ", "AUROC of the score margin"], fontsize=8)
         axes.set_ylim(0, 1)

@@ -437,10 +437,10 @@ class Report:
         data): the correlation with log true matches, its two length controls, and AUROC beside the
         score margin's; mean over seeds, sd over seeds and the mean bootstrap interval below."""
         chosen = probabilistic_methods(self.methods)
-        table = self.uncertainty_summary
-        rows = table[(table["dataset"] == dataset) & (table["protocol"] == FULL_PROTOCOL) & table["method"].isin(chosen)]
         if dataset not in SYNTHETIC_FORMAT or not chosen:
             return ""
+        table = self.uncertainty_summary
+        rows = table[(table["dataset"] == dataset) & (table["protocol"] == FULL_PROTOCOL) & table["method"].isin(chosen)]
         if rows.empty:
             return f"<p>uncertainty_summary.csv has no {FULL_PROTOCOL} rows of {esc(', '.join(chosen))} for {esc(dataset)}.</p>"
         grouped = rows.groupby(["method", "scoring", "uncertainty", "direction", "statistic"])["value"].agg(
