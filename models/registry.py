@@ -52,6 +52,7 @@ import copy
 import difflib
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,11 +71,30 @@ SCORINGS = {
     "mu": {"items": ("mu",), "learned": ()},
     "csd": {"items": ("mu", "log_sigma"), "learned": ()},
 }
-# Per-query uncertainty statistics of a Gaussian embedding's log σ (pcmebench/scoring.py computes
-# them), with the label figures and the report give them.
+
+
+@dataclass(frozen=True)
+class UncertaintyStatistic:
+    """A per-query uncertainty statistic of a Gaussian embedding: ``compute`` maps (N, D) log σ (a
+    float64 tensor) to N values with tensor methods only, so this module needs no torch."""
+
+    label: str  # figures' axes and legends
+    description: str  # the report's legend
+    compute: Callable
+
+
+# Every uncertainty statistic; a method lists those it reports (its own first).
 UNCERTAINTY_STATISTICS = {
-    "mean_log_sigma": "u = mean log σ",
-    "sum_sigma_sq": "Σσ² (sum of σ²)",
+    "mean_log_sigma": UncertaintyStatistic(
+        "u = mean log σ",
+        "u, the mean over dimensions of log σ (the log of σ's geometric mean)",
+        lambda log_sigma: log_sigma.mean(1),
+    ),
+    "sum_sigma_sq": UncertaintyStatistic(
+        "Σσ² (sum of σ²)",
+        "Σσ², the sum over dimensions of σ² (the covariance's trace; PCME++ bins by it)",
+        lambda log_sigma: (2 * log_sigma).exp().sum(1),
+    ),
 }
 # Settings of the shared encoder stack and trainer that every method carries (models/model.py and
 # pcmebench/train.py read them); a method's entry may give one its own default.

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pcmebench.files import atomic_write
+
 # The per-run files' schemas (the interface between pcmebench.evaluate and this stage), re-exported.
 from pcmebench.logs import log_to_stderr
 from pcmebench.tables import (
@@ -39,7 +41,6 @@ from pcmebench.tables import (
     PER_QUERY_COLUMNS,
     UNCERTAINTY_COLUMNS,
     UNCERTAINTY_SUMMARY_COLUMNS,
-    atomic_write,
     weighted_means,
 )
 

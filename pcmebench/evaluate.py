@@ -81,20 +81,20 @@ from metrics import (
     uncertainty_bins,
     within_strata_spearman,
 )
+from pcmebench.files import atomic_write
 from pcmebench.protocols import DIRECTIONS, PMRP_ZETAS, EvaluationSplit, RetrievalTask, protocol_tasks
 from pcmebench.runs import add_stage_arguments, parse_stage_arguments, resolve_device
 from pcmebench.scoring import Embeddings, load_embeddings, score_matrix, scorings_for, uncertainty_statistics
 from pcmebench.tables import (
     METRICS_COLUMNS,
-    PCMEPP_PROTOCOLS,
     PER_QUERY_COLUMNS,
     QUERIES_COLUMNS,
     RUN_COLUMNS,
     UNCERTAINTY_COLUMNS,
     UNCERTAINTY_SUMMARY_COLUMNS,
-    atomic_write,
     weighted_means,
 )
+from pcmebench.vocabulary import PCMEPP_PROTOCOLS
 
 log = logging.getLogger("pcmebench.evaluate")
 

@@ -395,7 +395,7 @@ def plot_uncertainty_bins(uncertainty: pd.DataFrame, dataset: str, methods: list
                         )
                     label = f"{metric}, {protocol} protocol"
                     axes.plot(per_seed.index, per_seed.mean(axis=1), style, color=colors[protocol], markersize=4, label=label)
-            axes.set_xlabel(f"σ bin (0 = most certain; equal-count bins of {UNCERTAINTY_STATISTICS[statistic]})")
+            axes.set_xlabel(f"σ bin (0 = most certain; equal-count bins of {UNCERTAINTY_STATISTICS[statistic].label})")
             axes.xaxis.get_major_locator().set_params(integer=True)
             axes.set_ylim(0, 100)
             axes.grid(alpha=0.3)
@@ -415,7 +415,7 @@ def plot_sigma_histogram(runs: list[Run], dataset: str, methods: list[str]):
     figure = new_figure(10, 3.8 * max(len(chosen), 1))
     figure.suptitle(f"{dataset}: uncertainty of each test embedding")
     for subfigure, method in zip(method_rows(figure, chosen), chosen, strict=True):
-        label = UNCERTAINTY_STATISTICS[plotted_uncertainty(method)]
+        label = UNCERTAINTY_STATISTICS[plotted_uncertainty(method)].label
         panels = subfigure.subplots(1, len(QUERY_MODALITY), squeeze=False)[0]
         for axes, (direction, modality) in zip(panels, QUERY_MODALITY.items(), strict=True):
             axes.set_title(f"{modality} ({direction} queries)")
@@ -445,7 +445,7 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
     figure.suptitle(f"{dataset}: σ against how many items truly match a query")
     for subfigure, method in zip(method_rows(figure, chosen), chosen, strict=True):
         statistic = plotted_uncertainty(method)
-        label = UNCERTAINTY_STATISTICS[statistic]
+        label = UNCERTAINTY_STATISTICS[statistic].label
         panels = subfigure.subplots(1, len(QUERY_MODALITY), squeeze=False)[0]
         correlations = uncertainty_summary[
             (uncertainty_summary["dataset"] == dataset)
@@ -526,7 +526,7 @@ def plot_sigma_comparison(uncertainty_summary: pd.DataFrame, dataset: str, metho
         for k, method in enumerate(chosen):
             statistic = plotted_uncertainty(method)
             for g, name in enumerate(MATCH_CORRELATIONS):
-                label = f"{METHOD_LABELS[method]}: {UNCERTAINTY_STATISTICS[statistic]}" if g == 0 else None
+                label = f"{METHOD_LABELS[method]}: {UNCERTAINTY_STATISTICS[statistic].label}" if g == 0 else None
                 values = own_values(here, method, name, statistic)
                 mean = bar_with_seeds(axes, at(g, k), values, width * 0.9, METHOD_COLORS[method], label=label)
                 if name == "spearman_u_log_matches":

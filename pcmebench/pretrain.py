@@ -46,8 +46,8 @@ from corpora.synthetic.drawing import jpeg_bytes
 from corpora.synthetic.scenes import COLOURS, GRID, SHAPES, SIZES, sample_scene
 from corpora.synthetic.shapes_coco import draw_scene
 from models.encoders import SmallCNN
+from pcmebench.files import atomic_write, code_version
 from pcmebench.runs import add_stage_arguments, parse_stage_arguments, use_threads
-from pcmebench.tables import atomic_write, code_version
 from pcmebench.tensorfiles import write_safetensors
 
 log = logging.getLogger("pcmebench.pretrain")

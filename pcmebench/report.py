@@ -29,6 +29,8 @@ import yaml
 from corpora import SYNTHETIC_FORMAT
 from models.registry import UNCERTAINTY_STATISTICS
 from pcmebench.aggregate import PAPER_COLUMNS, RUN_RECORD_KEYS, SUMMARY_COLUMNS, UNCERTAINTY_COLUMNS, UNCERTAINTY_SUMMARY_COLUMNS
+from pcmebench.files import atomic_write
+from pcmebench.files import code_version as current_code_version
 from pcmebench.plots import (
     DIRECTIONS,
     FIGURES,
@@ -47,8 +49,7 @@ from pcmebench.plots import (
     series_label,
     uncertainty_protocols,
 )
-from pcmebench.tables import PCMEPP_PROTOCOLS, atomic_write
-from pcmebench.tables import code_version as current_code_version
+from pcmebench.vocabulary import PCMEPP_PROTOCOLS
 
 URL = re.compile(r"https?://[^\s)\]>\"']+")
 # The headline table's columns per direction, at the dataset's primary protocol, then the
@@ -85,11 +86,7 @@ COMPARED_LABELS = {
 INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
 # The uncertainty column's values: the registry's statistics (models/registry.py), described, and
 # the score-margin baseline.
-DESCRIBED = {
-    "mean_log_sigma": "u, the mean over dimensions of log σ",
-    "sum_sigma_sq": "Σσ², the sum over dimensions of σ² (PCME++ bins by it)",
-}
-UNCERTAINTIES = {name: DESCRIBED.get(name, label) for name, label in UNCERTAINTY_STATISTICS.items()} | {
+UNCERTAINTIES = {name: statistic.description for name, statistic in UNCERTAINTY_STATISTICS.items()} | {
     MARGIN: "the score margin (no σ)"
 }
 # Display order of the collapsed full table (results/README.md lists these names); others go last.

@@ -17,8 +17,8 @@ from corpora.prepared import PreparedDataset
 from models import CrossModalModel, build_model
 from models.model import per_dataset
 from models.registry import method_entry
+from pcmebench.files import atomic_write, code_version  # noqa: F401 - re-exported: the stages import them from here
 from pcmebench.logs import log_to_stderr
-from pcmebench.tables import atomic_write, code_version  # noqa: F401 - re-exported: the stages import them from here
 from pcmebench.tensorfiles import read_safetensors
 
 

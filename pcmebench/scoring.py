@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from models.pcme import match_probability
 from models.pvse import max_cosine
-from models.registry import SCORINGS, Method, RegistryError, method_entry
+from models.registry import SCORINGS, UNCERTAINTY_STATISTICS, Method, RegistryError, method_entry
 from pcmebench.tensorfiles import metadata_json, read_safetensors
 
 MODALITIES = ("image", "caption")
@@ -177,14 +177,6 @@ def score_matrix(embeddings: Embeddings, scoring: str, device: torch.device | st
     return scores
 
 
-# How each uncertainty statistic of the registry (models/registry.py, UNCERTAINTY_STATISTICS) is
-# computed from (N, D) log sigma: one value per item.
-STATISTICS = {
-    "mean_log_sigma": lambda log_sigma: log_sigma.mean(1),
-    "sum_sigma_sq": lambda log_sigma: (2 * log_sigma).exp().sum(1),
-}
-
-
 def uncertainty_statistics(embeddings: Embeddings) -> dict[str, dict[str, np.ndarray]]:
     """Per-query uncertainty statistics of a probabilistic method's embeddings, by name and direction:
     the statistics its registry entry lists, from the log σ it exports.
@@ -199,4 +191,6 @@ def uncertainty_statistics(embeddings: Embeddings) -> dict[str, dict[str, np.nda
         "i2t": embeddings.tensors[f"image_{method.sigma}"].double(),
         "t2i": embeddings.tensors[f"caption_{method.sigma}"].double(),
     }
-    return {name: {d: STATISTICS[name](v).numpy() for d, v in log_sigma.items()} for name in method.statistics}
+    return {
+        name: {d: UNCERTAINTY_STATISTICS[name].compute(v).numpy() for d, v in log_sigma.items()} for name in method.statistics
+    }

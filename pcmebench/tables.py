@@ -1,18 +1,21 @@
-"""The per-run files' schemas, atomic writing and the code's version and digest, free of torch (quick to import).
+"""The result tables: every table's columns, one reader, one run-record reader and one error (torch-free).
 
-``pcmebench.evaluate`` writes these tables into every run folder and
-``pcmebench.aggregate`` reads them back; both take the column lists from here.
+``pcmebench.evaluate`` writes the per-run tables into every run folder, ``pcmebench.aggregate``
+gathers them into ``results/``, and the plots and the report read them back: all take the
+columns from here. results/README.md documents them (tests/test_tables.py checks that it lists
+exactly these columns).
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import os
-import shutil
-import subprocess
+import json
 from pathlib import Path
 
+import pandas as pd
+
+from pcmebench.files import atomic_write
+
+# --- per run (work/runs/<dataset>/<method>/seed<seed>/) ----------------------------------------
 RUN_COLUMNS = ["dataset", "method", "seed"]
 METRICS_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "metric", "value"]
 PER_QUERY_COLUMNS = ["protocol", "scoring", "direction", "query", "metric", "value", "weight"]
@@ -21,11 +24,90 @@ UNCERTAINTY_COLUMNS = [
     *RUN_COLUMNS, "protocol", "scoring", "direction", "uncertainty", "bin", "u_low", "u_high", "queries", "metric", "value",
 ]  # fmt: skip
 UNCERTAINTY_SUMMARY_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "uncertainty", "statistic", "value"]
-# PCME++'s uncertainty analysis (Chun, ICLR 2024): bins of the sum of sigma^2 on COCO 5K and ECCV Caption.
-PCMEPP_PROTOCOLS = ("5K", "ECCV")
+TRAIN_LOG_COLUMNS = ["epoch", "loss"]
+# run.json's keys that runs.csv reports.
+RUN_RECORD_KEYS = [
+    "dataset", "method", "seed", "device", "epochs", "wall_seconds", "samples_per_second", "parameters",
+    "trainable_parameters", "final_loss", "config_hash", "code_version",
+]  # fmt: skip
+
+# --- results/ ------------------------------------------------------------------------------------
+SUMMARY_KEYS = ["dataset", "method", "protocol", "scoring", "direction", "metric"]
+SUMMARY_COLUMNS = [*SUMMARY_KEYS, "mean", "std", "n", "ci_low", "ci_high"]
+PAPER_COLUMNS = ["dataset", "method", "protocol", "direction", "metric", "value", "recipe", "source"]
+
+# Every table of results/ with its columns, in the order results/README.md documents them.
+RESULT_TABLES = {
+    "metrics.csv": METRICS_COLUMNS,
+    "summary.csv": SUMMARY_COLUMNS,
+    "uncertainty.csv": UNCERTAINTY_COLUMNS,
+    "uncertainty_summary.csv": UNCERTAINTY_SUMMARY_COLUMNS,
+    "runs.csv": RUN_RECORD_KEYS,
+    "paper.csv": PAPER_COLUMNS,
+}
+# Every file of a run folder that evaluation writes, with its columns (the per-run tables).
+RUN_TABLES = {
+    "metrics.csv": METRICS_COLUMNS,
+    "per_query.parquet": PER_QUERY_COLUMNS,
+    "queries.parquet": QUERIES_COLUMNS,
+    "uncertainty.csv": UNCERTAINTY_COLUMNS,
+    "uncertainty_summary.csv": UNCERTAINTY_SUMMARY_COLUMNS,
+}
 
 
-def weighted_means(per_query, keys: list[str]):
+class ResultsError(ValueError):
+    """A results table or run file that is missing or does not match its columns; the message names the file."""
+
+
+def read_table(path: str | Path, columns: list[str], exact: bool = False) -> pd.DataFrame:
+    """A CSV or Parquet table holding ``columns``, returned in that order.
+
+    ``exact``: the file must have these columns and no others (aggregation checks what evaluation
+    wrote); otherwise extra columns are allowed (a reader of the tables) and dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: file is missing")
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as error:
+        raise ResultsError(f"{path}: cannot be read as a table ({error})") from error
+    missing = [c for c in columns if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in columns] if exact else []
+    if missing or extra:
+        found = ", ".join(map(str, frame.columns)) or "none"
+        what = "; ".join(
+            part
+            for part in (missing and f"missing column(s) {', '.join(missing)}", extra and f"unexpected {', '.join(extra)}")
+            if part
+        )
+        raise ResultsError(f"{path}: {what}; it has {found}, expected {', '.join(columns)}")
+    return frame[list(columns)]
+
+
+def read_run_record(path: str | Path, keys: list[str] = RUN_RECORD_KEYS) -> dict:
+    """A run's ``run.json``, which must hold ``keys`` (every other key is kept)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: file is missing (the training of this run did not finish)")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ResultsError(f"{path}: not valid JSON ({error})") from error
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise ResultsError(f"{path}: missing key(s) {', '.join(missing)}")
+    return record
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write ``frame`` as CSV atomically, so a reader never sees half a table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False))
+
+
+def weighted_means(per_query: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Each group's metric value from per-query rows: sum(weight x value) / sum(weight).
 
     Weights are 1, except on 1K, where a query of a fold weighs 1 / that fold's evaluated queries:
@@ -36,87 +118,3 @@ def weighted_means(per_query, keys: list[str]):
     weighted = per_query.assign(_wv=per_query["value"] * per_query["weight"])
     sums = weighted.groupby(keys, sort=False)[["_wv", "weight"]].sum()
     return (sums["_wv"] / sums["weight"]).rename("value").reset_index()
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# Files get the mode the user's umask gives any new file (0644 under the usual 022), so a lab's
-# shared results folder is readable by colleagues; some writers (safetensors) create 0600 files.
-FILE_MODE = 0o666 & ~_umask()
-
-
-class WriteError(OSError):
-    """A file could not be written (a full disk, a quota, a file-size limit); the message names the
-    file and the free space where it goes."""
-
-
-def free_space(path: Path) -> str:
-    """The free space of the file system that holds ``path``, in words."""
-    try:
-        usage = shutil.disk_usage(path if path.is_dir() else path.parent)
-    except OSError:
-        return "free space unknown"
-    return f"{usage.free / 2**20:,.1f} MiB free of {usage.total / 2**30:,.1f} GiB"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(temporary path)``, then move the result over ``path`` in one step.
-
-    The file gets the user's umask; a failed write (torch's and safetensors' writers raise
-    RuntimeError on a full disk) leaves nothing behind and raises WriteError naming ``path``
-    and the free space there.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        try:
-            write(temporary)
-            os.chmod(temporary, FILE_MODE)
-            os.replace(temporary, path)
-        except (OSError, RuntimeError) as error:
-            if isinstance(error, OSError) and error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, None):
-                raise
-            raise WriteError(f"could not write {path}: {error} ({free_space(path)})") from error
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-# The packages whose code a training run executes (data reading, models, the trainer).
-CODE_PACKAGES = ("corpora", "models", "pcmebench")
-
-
-def code_digest() -> str:
-    """SHA-256 (16 hex digits) of every ``.py`` file of CODE_PACKAGES, by path and content.
-
-    Part of a run's identity: a checkpoint written by other code is not resumed. Unlike
-    ``code_version`` it changes with every edit, committed or not, and needs no git.
-    """
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for package in CODE_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def code_version() -> str:
-    """The git commit of this checkout (with -dirty), or the installed package version."""
-    here = Path(__file__).resolve().parent
-    try:
-        described = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-        return described.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import version
-
-        return f"pcme-bench {version('pcme-bench')}"

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from corpora.errors import DataError
-from pcmebench.tables import atomic_write
+from pcmebench.files import atomic_write
 
 HEADER_ALIGNMENT = 8  # safetensors pads its JSON header with spaces to a multiple of 8 bytes
 

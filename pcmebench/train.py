@@ -52,6 +52,7 @@ from corpora.batches import (
     image_transform,
 )
 from corpora.prepared import PreparedDataset
+from pcmebench.files import code_digest
 from pcmebench.runs import (
     Precision,
     add_stage_arguments,
@@ -66,7 +67,6 @@ from pcmebench.runs import (
     settings_hash,
     use_threads,
 )
-from pcmebench.tables import code_digest
 from pcmebench.tensorfiles import load_checkpoint, save_checkpoint, write_safetensors
 
 log = logging.getLogger("pcmebench.train")

@@ -1,0 +1,59 @@
+"""The protocol vocabulary every stage shares: directions, protocols, RSUM, display order (torch-free).
+
+``pcmebench.protocols`` builds the protocols' retrieval tasks; evaluation, aggregation, the plots
+and the report name them with these constants.
+"""
+
+from __future__ import annotations
+
+from corpora import SYNTHETIC_FORMAT, dataset_format
+from pcmebench.tables import ResultsError
+
+# i2t: image queries against captions; t2i: caption queries against images.
+DIRECTIONS = {"i2t": "image → text", "t2i": "text → image"}
+# σ of a modality is the u of the queries of that modality.
+QUERY_MODALITY = {"i2t": "images", "t2i": "captions"}
+BOTH = "both"  # the direction of metrics over both directions (RSUM)
+
+# The protocol of a dataset's headline numbers, by format: COCO's 1K folds, CUB's test classes.
+PRIMARY_PROTOCOL = {"coco": "1K", "cub": "CUB"}
+FULL_PROTOCOL = "full"  # synthetic data: the generator's complete ground truth
+# PCME++'s uncertainty analysis (Chun, ICLR 2024): bins of the sum of σ² on COCO 5K and ECCV Caption.
+PCMEPP_PROTOCOLS = ("5K", "ECCV")
+
+# RSUM = R@1 + R@5 + R@10 of image-to-text plus the same of text-to-image (VSE++'s rsum), on these protocols.
+RSUM = "RSUM"
+RSUM_RECALLS = ("R@1", "R@5", "R@10")
+RSUM_PARTS = tuple((direction, metric) for direction in DIRECTIONS for metric in RSUM_RECALLS)
+RSUM_PROTOCOLS = ("1K", "5K")
+
+# The uncertainty column of the score-margin baseline, which every method has.
+MARGIN = "score_margin"
+
+# Display order of tables (results/README.md lists these names); other names go last.
+PROTOCOL_ORDER = ("1K", "5K", "CUB", "ECCV", FULL_PROTOCOL)
+DIRECTION_ORDER = (*DIRECTIONS, BOTH)
+METRIC_ORDER = (
+    "R@1", "R@5", "R@10", RSUM, "R-P", "mAP@R", "PMRP", "PMRP@0", "PMRP@1", "PMRP@2",
+    "ECCV mAP@R", "ECCV R-P", "ECCV R@1", "CxC R@1", "full mAP@R", "full R-P", "full R@1",
+)  # fmt: skip
+
+
+def primary_protocol(dataset: str) -> str:
+    """The protocol of a dataset's headline numbers, by its format."""
+    try:
+        return PRIMARY_PROTOCOL[dataset_format(dataset)]
+    except KeyError:
+        known = ", ".join([*PRIMARY_PROTOCOL, *SYNTHETIC_FORMAT])
+        raise ResultsError(f"unknown dataset {dataset!r}; known: {known}") from None
+
+
+def uncertainty_protocols(dataset: str) -> list[str]:
+    """The protocols of the σ analysis: the primary one, and the complete ground truth on synthetic data."""
+    return [primary_protocol(dataset)] + ([FULL_PROTOCOL] if dataset in SYNTHETIC_FORMAT else [])
+
+
+def rank_in(order) -> callable:
+    """A sort key: the position of a name in ``order``, names not in it after every name that is."""
+    order = list(order)
+    return lambda name: order.index(name) if name in order else len(order)
