@@ -4,6 +4,8 @@ from corpora.corpus import CaptionSplit
 from corpora.errors import DataError
 
 SYNTHETIC_FORMAT = {"synthetic-coco": "coco", "synthetic-cub": "cub"}
+# Every dataset name the suite knows: the real datasets (each its own format), then their synthetic twins.
+DATASETS = ("coco", "cub", *SYNTHETIC_FORMAT)
 
 
 def dataset_format(name: str) -> str:
@@ -11,4 +13,4 @@ def dataset_format(name: str) -> str:
     return SYNTHETIC_FORMAT.get(name, name)
 
 
-__all__ = ["SYNTHETIC_FORMAT", "CaptionSplit", "DataError", "dataset_format"]
+__all__ = ["DATASETS", "SYNTHETIC_FORMAT", "CaptionSplit", "DataError", "dataset_format"]
