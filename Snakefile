@@ -8,21 +8,19 @@
 configfile: "config/config.yaml"
 
 
-report: "workflow/report/workflow.rst"
-
-
 include: "workflow/rules/common.smk"
 
 
 # A SLURM run checks its jobs against the cluster's nodes before submitting any (no-op otherwise).
 onstart:
-    slurm_preflight()
+    slurm_preflight(workflow, config, logger)
 
 
+# Every dataset the suite knows (corpora.DATASETS), every method a file of models/ registers.
 wildcard_constraints:
-    dataset="synthetic-coco|synthetic-cub|coco|cub",
-    synthetic="synthetic-coco|synthetic-cub",
-    method=METHOD_NAMES,
+    dataset=one_of(DATASETS),
+    synthetic=one_of(SYNTHETIC_FORMAT),
+    method=one_of(METHODS),
     seed=r"\d+",
 
 
@@ -48,8 +46,8 @@ rule all:
 
 rule data:
     input:
-        prepared_datasets(),
+        expand(WORK / "prepared" / "{dataset}", dataset=config["datasets"]),
 
 
 # A dry run through SLURM runs no onstart: it checks its jobs once every rule is read.
-slurm_dry_run_preflight()
+slurm_preflight(workflow, config, logger, dry_run=True)

@@ -28,8 +28,8 @@ def image_transform(augment: str, input_size: int, train: bool, random_erasing: 
     image, aspect 0.3 to 3.3) after normalisation, as PCME's ``random_erasing_prob``
     (naver-ai/pcme datasets/_transforms.py, mode 'const').
 
-    torchvision's transforms v2: crops and resizes stay uint8 until normalisation, 1.5x the
-    throughput of v1's float path per CPU core with the same crops (benchmarks/RESULTS.md).
+    torchvision's transforms v2: crops and resizes stay uint8 until normalisation, faster per CPU
+    core than v1's float path with the same crops (benchmarks/RESULTS.md).
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augment!r}; allowed: {list(AUGMENTATIONS)}")

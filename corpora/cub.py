@@ -165,7 +165,26 @@ def load_cub(
     classes = _read_pairs(layout.classes_txt, "class")
     images = _read_pairs(layout.images_txt, "image")
     image_classes = _read_pairs(layout.image_class_labels_txt, "image")
-    class_of_dir = {name: class_id for class_id, name in classes.items()}
+    by_class = _images_by_class(layout, classes, images, image_classes)
+    split_classes = _split_classes(layout, splits, classes, by_class)
+    held_out = _read_held_out(layout, images) if "train" in splits else set()
+    width = max(classes)
+    result = {}
+    for split, class_ids in split_classes.items():
+        image_ids = sorted(i for c in class_ids for i in by_class[c] if split != "train" or i not in held_out)
+        if not image_ids:
+            raise DataError(layout.seen_test_images, "file", f"holds out every image of the {split} classes")
+        result[split] = _read_split(layout, split, image_ids, images, image_classes, captions_per_image, width)
+    if check_images:
+        verify_images([item for split in result.values() for item in split.image_items()], workers)
+    return result
+
+
+def _images_by_class(
+    layout: CubLayout, classes: dict[int, str], images: dict[int, str], image_classes: dict[int, str]
+) -> dict[int, list[int]]:
+    """Each class id's image ids, in image-id order; an image without a known class, or outside its
+    class's folder, is a DataError."""
     by_class: dict[int, list[int]] = {}
     for image_id, relative in sorted(images.items()):
         if image_id not in image_classes:
@@ -180,7 +199,13 @@ def load_cub(
                 layout.images_txt, f"image id {image_id}", f"{relative} is not in the folder of its class {classes[class_id]}"
             )
         by_class.setdefault(class_id, []).append(image_id)
+    return by_class
 
+
+def _split_classes(layout: CubLayout, splits, classes: dict[int, str], by_class: dict[int, list[int]]) -> dict[str, list[int]]:
+    """The class ids each split's class file lists; unknown or empty classes, an empty file and a
+    class in both splits are DataErrors."""
+    class_of_dir = {name: class_id for class_id, name in classes.items()}
     split_classes = {}
     for split in splits:
         path = layout.split_classes(split)
@@ -201,26 +226,28 @@ def load_cub(
             raise DataError(
                 layout.split_classes("test"), f"class {names[0]}", f"also in the training classes ({len(names)} shared)"
             )
+    return split_classes
 
-    held_out = _read_held_out(layout, images) if "train" in splits else set()
-    width = max(classes)
-    result = {}
-    for split, class_ids in split_classes.items():
-        image_ids = sorted(i for c in class_ids for i in by_class[c] if split != "train" or i not in held_out)
-        if not image_ids:
-            raise DataError(layout.seen_test_images, "file", f"holds out every image of the {split} classes")
-        image_rows, caption_rows = [], []
-        for index, image_id in enumerate(image_ids):
-            relative = images[image_id]
-            item = f"image id {image_id} ({relative})"
-            class_id = int(image_classes[image_id])
-            image_rows.append((image_id, f"images/{relative}", class_id))
-            for k, caption in enumerate(read_captions(layout.caption_file(relative), item, captions_per_image)):
-                caption_rows.append((CAPTION_ID_STRIDE * image_id + k, image_id, index, caption))
-        frame = pd.DataFrame(image_rows, columns=["image_id", "image_file", "class_id"])
-        labels = multi_hot([[c - 1] for c in frame["class_id"]], width)
-        captions = pd.DataFrame(caption_rows, columns=["caption_id", "image_id", "image_index", "caption"])
-        result[split] = CaptionSplit("cub", split, layout.root, frame, captions, labels)
-    if check_images:
-        verify_images([item for split in result.values() for item in split.image_items()], workers)
-    return result
+
+def _read_split(
+    layout: CubLayout,
+    split: str,
+    image_ids: list[int],
+    images: dict[int, str],
+    image_classes: dict[int, str],
+    captions_per_image: int | None,
+    width: int,
+) -> CaptionSplit:
+    """One split of ``image_ids``: its image table, captions (ids ``100 * image id + line``) and class labels."""
+    image_rows, caption_rows = [], []
+    for index, image_id in enumerate(image_ids):
+        relative = images[image_id]
+        item = f"image id {image_id} ({relative})"
+        class_id = int(image_classes[image_id])
+        image_rows.append((image_id, f"images/{relative}", class_id))
+        for k, caption in enumerate(read_captions(layout.caption_file(relative), item, captions_per_image)):
+            caption_rows.append((CAPTION_ID_STRIDE * image_id + k, image_id, index, caption))
+    frame = pd.DataFrame(image_rows, columns=["image_id", "image_file", "class_id"])
+    labels = multi_hot([[c - 1] for c in frame["class_id"]], width)
+    captions = pd.DataFrame(caption_rows, columns=["caption_id", "image_id", "image_index", "caption"])
+    return CaptionSplit("cub", split, layout.root, frame, captions, labels)

@@ -316,6 +316,34 @@ class _Fetcher:
         self.url, self.followed_confirmation, self.redirected = target, True, True
 
 
+def _retry(fetcher: _Fetcher, attempts: int, backoff: float, max_backoff: float) -> None:
+    """Run ``fetcher``'s attempts until the file is complete: a failed attempt is retried after a
+    pause that doubles (``backoff`` seconds, at most ``max_backoff``); ``attempts`` in a row without
+    progress give up, keeping the partial file for the next run to resume."""
+    failures = 0
+    while True:
+        before = _size(fetcher.part)
+        try:
+            if fetcher.attempt():
+                return
+            problem = "the transfer ended before the end of the file"
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+            problem = str(error)
+        if fetcher.redirected:
+            fetcher.redirected = False
+            continue
+        after = _size(fetcher.part)
+        failures = 1 if after > before else failures + 1
+        if failures >= attempts:
+            raise DownloadError(
+                f"{fetcher.source.url}: {attempts} attempts in a row failed without progress ({problem}); "
+                f"{human_bytes(after)} kept in {fetcher.part}, the next run resumes there"
+            )
+        pause = min(max_backoff, backoff * 2 ** (failures - 1))
+        log.warning("%s: transfer failed at byte %s (%s); retrying in %.1f s", fetcher.source.url, f"{after:,}", problem, pause)
+        time.sleep(pause)
+
+
 def fetch(
     source: Source,
     target: str | Path,
@@ -357,30 +385,8 @@ def fetch(
         log.info("%s: resuming at byte %s", source.url, f"{done:,}")
     own_session = session is None
     session = session or requests.Session()
-    fetcher = _Fetcher(source, part, session, timeout, progress, target.name)
-    failures = 0
     try:
-        while True:
-            before = _size(part)
-            try:
-                if fetcher.attempt():
-                    break
-                problem = "the transfer ended before the end of the file"
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-                problem = str(error)
-            if fetcher.redirected:
-                fetcher.redirected = False
-                continue
-            after = _size(part)
-            failures = 1 if after > before else failures + 1
-            if failures >= attempts:
-                raise DownloadError(
-                    f"{source.url}: {attempts} attempts in a row failed without progress ({problem}); "
-                    f"{human_bytes(after)} kept in {part}, the next run resumes there"
-                )
-            pause = min(max_backoff, backoff * 2 ** (failures - 1))
-            log.warning("%s: transfer failed at byte %s (%s); retrying in %.1f s", source.url, f"{after:,}", problem, pause)
-            time.sleep(pause)
+        _retry(_Fetcher(source, part, session, timeout, progress, target.name), attempts, backoff, max_backoff)
     finally:
         if own_session:
             session.close()

@@ -47,13 +47,6 @@ def image_problem(path: str | Path) -> str | None:
     return None
 
 
-def check_image(path: str | Path, item: str) -> None:
-    """Decode the image at ``path`` to its last byte; a DataError names a missing, truncated or corrupt file."""
-    problem = image_problem(path)
-    if problem is not None:
-        raise DataError(path, item, problem)
-
-
 def verify_images(images: Sequence[tuple[str | Path, str]], workers: int = 1, description: str = "checking images") -> None:
     """Decode every ``(path, item)`` image, on ``workers`` processes, with a progress bar on stderr.
 

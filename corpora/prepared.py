@@ -66,19 +66,7 @@ def prepare_dataset(
     whole on the way, so checked too), and the jobs read those copies.
     Returns the metadata also written to ``meta.json``.
     """
-    import datasets as hf  # Hugging Face; imported here so the loaders work without it
-
-    hf.disable_progress_bars()
-
-    if kind not in LOADERS:
-        raise ValueError(f"unknown dataset format {kind!r}; allowed: {sorted(LOADERS)}")
-    load, all_splits = LOADERS[kind]
-    leaked = sorted(set(train_splits) & set(EVALUATION_SPLITS[kind]))
-    if leaked or not train_splits or not set(train_splits) <= set(all_splits):
-        raise ValueError(
-            f"train_splits {train_splits} must be a non-empty subset of {list(all_splits)} "
-            f"without the evaluation splits {list(EVALUATION_SPLITS[kind])}"
-        )
+    load = _loader(kind, train_splits)
     raw_root = Path(raw_root)
     # storing decodes every image whole: the loader's own check would decode them all twice
     splits = load(raw_root, check_images=check_images and not stored_shorter_side, workers=workers)
@@ -86,20 +74,10 @@ def prepare_dataset(
     vectors, from_glove = word_vectors(vocab, word_dim, seed, word_vectors_file, word_vector_std)
 
     out_dir = Path(out_dir)
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name, split in splits.items():
-        _image_table(split).pipe(hf.Dataset.from_pandas, preserve_index=False).save_to_disk(str(staging / name / "images"))
-        captions = split.captions.assign(tokens=[vocab.encode(c) for c in split.captions["caption"]])
-        hf.Dataset.from_pandas(captions, preserve_index=False).save_to_disk(str(staging / name / "captions"))
+    staging = _empty_staging(out_dir)
+    _write_tables(staging, splits, vocab)
     if stored_shorter_side:
-        jobs = {
-            file: (path, staging / STORED_FOLDER / file, item)
-            for split in splits.values()
-            for file, (path, item) in zip(split.images["image_file"], split.image_items(), strict=True)
-        }
-        store_images(list(jobs.values()), stored_shorter_side, workers, f"storing images at {stored_shorter_side} px")
+        _store_copies(staging, splits, stored_shorter_side, workers)
     vocab.save(staging / "vocab.json")
     np.save(staging / "word_vectors.npy", vectors)
     meta = {
@@ -122,10 +100,59 @@ def prepare_dataset(
         ),
         "content_sha256": content_digest(staging),
     }
+    _publish(staging, out_dir, meta)
+    return meta
+
+
+def _loader(kind: str, train_splits: list[str]):
+    """The loader of format ``kind``, once ``train_splits`` is known to be a non-empty subset of its
+    splits without an evaluation split."""
+    if kind not in LOADERS:
+        raise ValueError(f"unknown dataset format {kind!r}; allowed: {sorted(LOADERS)}")
+    load, all_splits = LOADERS[kind]
+    leaked = sorted(set(train_splits) & set(EVALUATION_SPLITS[kind]))
+    if leaked or not train_splits or not set(train_splits) <= set(all_splits):
+        raise ValueError(
+            f"train_splits {train_splits} must be a non-empty subset of {list(all_splits)} "
+            f"without the evaluation splits {list(EVALUATION_SPLITS[kind])}"
+        )
+    return load
+
+
+def _write_tables(staging: Path, splits: dict[str, CaptionSplit], vocab: Vocabulary) -> None:
+    """Each split's image and caption tables (captions with their token ids) as Arrow under ``staging/<split>/``."""
+    import datasets as hf  # Hugging Face; imported here so the loaders work without it
+
+    hf.disable_progress_bars()
+    for name, split in splits.items():
+        _image_table(split).pipe(hf.Dataset.from_pandas, preserve_index=False).save_to_disk(str(staging / name / "images"))
+        captions = split.captions.assign(tokens=[vocab.encode(c) for c in split.captions["caption"]])
+        hf.Dataset.from_pandas(captions, preserve_index=False).save_to_disk(str(staging / name / "captions"))
+
+
+def _store_copies(staging: Path, splits: dict[str, CaptionSplit], shorter_side: int, workers: int) -> None:
+    """Every image of ``splits`` resized to ``shorter_side`` under ``staging/stored/``, once however many splits list it."""
+    jobs = {
+        file: (path, staging / STORED_FOLDER / file, item)
+        for split in splits.values()
+        for file, (path, item) in zip(split.images["image_file"], split.image_items(), strict=True)
+    }
+    store_images(list(jobs.values()), shorter_side, workers, f"storing images at {shorter_side} px")
+
+
+def _empty_staging(out_dir: Path) -> Path:
+    """An empty ``<out_dir>.partial`` beside ``out_dir``: the folder is written there and moved into place when whole."""
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish(staging: Path, out_dir: Path, meta: dict) -> None:
+    """Write ``meta.json`` last, then put the finished folder in ``out_dir``'s place."""
     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
-    return meta
 
 
 def content_digest(folder: str | Path) -> str:

@@ -6,8 +6,8 @@ them onto the layouts the loaders read (``corpora.coco.CocoLayout``, ``corpora.c
 each dataset's plain files (split files, downloaded straight into place) and archives (fetched
 into ``<data_root>/downloads/`` and extracted member by member), the GloVe archive and the
 ImageNet weights. The workflow (workflow/rules/download.smk) builds its download and extraction
-rules from these tables, and ``unobtainable`` lists at planning time what is neither in place nor
-downloadable.
+rules from these tables and ``DataPaths``, which also says at planning time what is neither in
+place nor downloadable.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from corpora.coco import CocoLayout
 from corpora.coco import _read_captions as coco_captions
 from corpora.cub import CubLayout
 from corpora.cub import _read_pairs as read_pairs
-from corpora.download import Source, verify
+from corpora.download import ChecksumError, Source, verify
 
 DOWNLOADS = "downloads"  # under data_root: archives, removed once extracted
 GLOVE_FILE = "glove.840B.300d.zip"  # under data_root/glove; corpora.text reads the vectors straight from it
@@ -86,6 +86,15 @@ def _cub() -> RealDataset:
 
 
 REAL_DATASETS = {"coco": _coco(), "cub": _cub()}
+# What the download rules write, by file name: each archive and ImageNet weights file -> its key in `sources`.
+ARCHIVES = {archive.file: f"{name}.{key}" for name, data in REAL_DATASETS.items() for key, archive in data.archives.items()}
+WEIGHT_FILES = {file: f"imagenet.{encoder}" for encoder, file in IMAGENET_WEIGHTS.items()}
+
+
+def archive_of(key: str) -> tuple[str, Archive]:
+    """The dataset and the archive of a `sources` key such as "cub.captions"."""
+    name, archive = key.split(".", 1)
+    return name, REAL_DATASETS[name].archives[archive]
 
 
 @dataclass(frozen=True)
@@ -225,3 +234,107 @@ def extraction_check(key: str, root: Path):
             )
 
     return check
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where one config's data lives and what its jobs read: each dataset's root, the archives under
+    ``data_root/downloads``, GloVe under ``data_root/glove``, the ImageNet weights under ``torch_home``;
+    which of these the download rules write, and what a plan lacks. ``dataset_settings``: the
+    config's, for each dataset's word vectors and image encoder."""
+
+    data_root: Path
+    sources: dict
+    torch_home: Path
+    dataset_settings: dict
+
+    def root(self, name: str) -> Path:
+        """Where a dataset's raw files are: ``data_root/<name>``, or ``sources.<name>.root`` for a real one."""
+        return dataset_root(name, self.data_root, self.sources) if name in REAL_DATASETS else self.data_root / name
+
+    def layout(self, name: str) -> list[str]:
+        """The files and folders of a real dataset's layout, which its prepare job reads."""
+        return [str(item.path) for item in dataset_items(name, self.root(name), self.data_root)]
+
+    def word_vectors(self, name: str) -> str | None:
+        """The GloVe file of a dataset's settings, resolved under data_root, or None."""
+        path = self.dataset_settings[name]["word_vectors"]
+        return None if path is None else str(path if Path(path).is_absolute() else self.data_root / path)
+
+    def imagenet_weights(self, name: str) -> str | None:
+        """The ImageNet weights file a dataset's training starts from, if it uses any."""
+        data = self.dataset_settings[name]
+        if data["image_encoder"] in IMAGENET_WEIGHTS and data["training"]["pretrained"]:
+            return str(weights_path(data["image_encoder"], self.torch_home))
+        return None
+
+    def plain_files(self) -> dict[str, str]:
+        """Each real dataset's plain file, as the path its download rule writes -> its key in `sources`."""
+        return {
+            str(self.root(name) / path): f"{name}.{key}"
+            for name, data in REAL_DATASETS.items()
+            for key, path in data.files.items()
+        }
+
+    def downloadable(self) -> set[Path]:
+        """Every path a download rule writes."""
+        return {
+            *map(Path, self.plain_files()),
+            *(self.data_root / DOWNLOADS / file for file in ARCHIVES),
+            *(weights_path(encoder, self.torch_home) for encoder in IMAGENET_WEIGHTS),
+            glove_path(self.data_root),
+        }
+
+    def needed(self, names: list[str]) -> list[Item]:
+        """Everything the real datasets among ``names`` read, once each: their layouts, GloVe, ImageNet weights."""
+        items = {}
+        for name in (n for n in names if n in REAL_DATASETS):
+            for item in dataset_items(name, self.root(name), self.data_root):
+                items[item.path] = item
+            if word_vectors := self.word_vectors(name):
+                items[Path(word_vectors)] = Item(Path(word_vectors), "glove")
+            if weights := self.imagenet_weights(name):
+                items[Path(weights)] = Item(Path(weights), f"imagenet.{self.dataset_settings[name]['image_encoder']}")
+        return list(items.values())
+
+    def missing_message(self, names: list[str]) -> str | None:
+        """The planning error for what the real datasets among ``names`` read and is neither in place
+        nor obtainable (``unobtainable``), naming each with its address and the fix; None when every
+        item can be had."""
+        missing = unobtainable(self.needed(names), self.sources, self.downloadable())
+        if not missing:
+            return None
+        if self.sources["download"]:
+            why = "cannot be downloaded (no address, or a path no download rule writes)"
+            fix = (
+                f"give its source an address (url), or for GloVe set word_vectors to the downloaded {glove_path(self.data_root)}"
+            )
+        else:
+            why, fix = "downloads are off (sources.download: false)", "set sources.download: true to fetch them"
+        return (
+            f"Real data is missing and {why}:\n{missing_message(missing, self.sources)}\n"
+            f"Put each file or folder there by hand (the README's section 'Real data' shows the layout), "
+            f"or {fix} ({len(missing)} missing)."
+        )
+
+    def weights_problem(self, names: list[str]) -> str | None:
+        """Why ImageNet weights found in place (downloaded, or put there by hand) for ``names`` are not
+        torchvision's, or None: the download rule does not run for a file that exists, and torch.hub
+        checks only what it downloads."""
+        for encoder in sorted({self.dataset_settings[n]["image_encoder"] for n in names if self.imagenet_weights(n)}):
+            path = weights_path(encoder, self.torch_home)
+            if path.is_file():
+                try:
+                    verify(path.resolve(), source(self.sources, f"imagenet.{encoder}"), what=f"sources.imagenet.{encoder}")
+                except ChecksumError as error:
+                    return f"{error}\nNot torchvision's file: delete it; `snakemake download` fetches it."
+        return None
+
+    def extraction_index(self, name: str, key: str) -> list[str]:
+        """The index files an extraction checks its archive against (``extraction_check``): COCO's
+        captions file of the source, CUB's images.txt for Reed et al.'s captions."""
+        if name == "coco" and key in ("train2014", "val2014"):
+            return [str(CocoLayout(self.root(name)).captions_json(key))]
+        if name == "cub" and key == "captions":
+            return [str(CubLayout(self.root(name)).images_txt)]
+        return []

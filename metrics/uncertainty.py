@@ -3,24 +3,27 @@
 The analysis of PCME (Chun et al. 2021, "uncertainty vs performance": R@1 per bin of sigma),
 which PCME++ (Chun 2024) repeats with bins of the sum of sigma^2, and the statistics that
 summarise it here: the Pearson correlation of bin index with per-bin R@1, Spearman rank
-correlations (with a bootstrap interval) and AUROC. Inputs are 1-D numpy arrays or torch
-tensors, one value per query.
+correlations (with a bootstrap interval) and AUROC, computed by ``scipy.stats``. Inputs are 1-D
+numpy arrays or torch tensors, one value per query.
 
 Missing values: ``spearman``, ``pearson`` and ``auroc`` drop every pair where either value is NaN
-(e.g. a query excluded from a metric). They return NaN, without an exception, when the answer is
-undefined: fewer than two pairs or a constant input for the correlations, no failure or no
-success for AUROC.
+(e.g. a query excluded from a metric). They return NaN, without an exception or a warning, when
+the answer is undefined: fewer than two pairs or a constant input for the correlations, no
+failure or no success for AUROC.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from scipy.stats import mannwhitneyu, pearsonr, spearmanr
 
+from metrics.bootstrap import CONFIDENCE, percentile_interval, resample_indices
 from metrics.ranking import to_numpy
 
 UNCERTAINTY_BIN_COLUMNS = ["bin", "u_low", "u_high", "queries", "metric", "value"]
+# |rank correlation| with the control at which a variable counts as fully determined by it (partial_spearman).
+DETERMINED = 1 - 1e-12
 
 
 def _vector(x, name: str) -> np.ndarray:
@@ -52,14 +55,17 @@ def _aligned(**vectors) -> list[np.ndarray]:
     return list(arrays.values())
 
 
-def _pearson_of(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 2:
-        return float("nan")
-    dx, dy = x - x.mean(), y - y.mean()
-    norm = np.sqrt((dx @ dx) * (dy @ dy))
-    if norm == 0:  # a constant input: the correlation is undefined
-        return float("nan")
-    return float(np.clip((dx @ dy) / norm, -1.0, 1.0))
+def _undefined(*vectors: np.ndarray, minimum: int = 2) -> bool:
+    """Whether a correlation of these NaN-free vectors is undefined: fewer than ``minimum`` values or a constant one.
+
+    Checked before scipy, which would return NaN too but with a ConstantInputWarning per call.
+    """
+    return len(vectors[0]) < minimum or any((v == v[0]).all() for v in vectors)
+
+
+def _spearman_of(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho of two NaN-free vectors; NaN for fewer than 2 pairs or a constant input."""
+    return float("nan") if _undefined(x, y) else float(spearmanr(x, y).statistic)
 
 
 def pearson(x, y) -> float:
@@ -70,52 +76,45 @@ def pearson(x, y) -> float:
     x, y = _paired(x, y, ("x", "y"))
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("pearson: inputs contain inf")
-    return _pearson_of(x, y)
+    return float("nan") if _undefined(x, y) else float(pearsonr(x, y).statistic)
 
 
 def spearman(x, y) -> float:
     """Spearman rank correlation: the Pearson correlation of the average ranks of x and of y (ties share
     the mean of their ranks). NaN pairs are dropped; NaN for fewer than 2 pairs or a constant input."""
-    x, y = _paired(x, y, ("x", "y"))
-    return _pearson_of(rankdata(x), rankdata(y))
+    return _spearman_of(*_paired(x, y, ("x", "y")))
 
 
-def spearman_interval(x, y, replicates: int = 1000, seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
+def spearman_interval(x, y, replicates: int = 1000, seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Percentile bootstrap interval of ``spearman(x, y)`` over pairs.
 
     Each of ``replicates`` resamples draws len(pairs) (x, y) pairs with replacement (NaN pairs
     dropped first) from a generator seeded with ``seed``, and computes the Spearman correlation;
-    the interval is the (1 - confidence) / 2 and (1 + confidence) / 2 percentiles of the
-    defined replicates. (NaN, NaN) when fewer than two pairs remain or no replicate is defined.
+    the interval is ``metrics.bootstrap.percentile_interval`` of the defined replicates. (NaN, NaN)
+    when fewer than two pairs remain or no replicate is defined.
     """
     x, y = _paired(x, y, ("x", "y"))
     if len(x) < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    draws = np.array([_pearson_of(rankdata(x[i]), rankdata(y[i])) for i in rng.integers(0, len(x), (replicates, len(x)))])
-    draws = draws[~np.isnan(draws)]
-    if draws.size == 0:
-        return float("nan"), float("nan")
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return float(low), float(high)
+    draws = resample_indices(np.random.default_rng(seed), len(x), replicates)
+    return percentile_interval(np.array([_spearman_of(x[i], y[i]) for i in draws]), confidence)
 
 
 def partial_spearman(x, y, control) -> float:
     """Spearman correlation of x and y with ``control`` partialled out: the partial correlation of
     the three variables' average ranks, (r_xy - r_xc r_yc) / sqrt((1 - r_xc^2)(1 - r_yc^2)).
     Triples with a NaN are dropped; NaN when undefined (fewer than 3 triples, a constant input, or
-    x or y fully determined by the control)."""
+    x or y fully determined by the control: |r_xc| or |r_yc| of 1, to 1e-12)."""
     x, y, control = _aligned(x=x, y=y, control=control)
     keep = ~(np.isnan(x) | np.isnan(y) | np.isnan(control))
-    if keep.sum() < 3:
+    x, y, control = x[keep], y[keep], control[keep]
+    if _undefined(x, y, control, minimum=3):
         return float("nan")
-    ranks = [rankdata(v[keep]) for v in (x, y, control)]
-    xy, xc, yc = _pearson_of(ranks[0], ranks[1]), _pearson_of(ranks[0], ranks[2]), _pearson_of(ranks[1], ranks[2])
-    denominator = np.sqrt((1 - xc**2) * (1 - yc**2))
-    if not np.isfinite(denominator) or denominator == 0:
+    rho = spearmanr(np.column_stack([x, y, control])).statistic  # the 3 x 3 rank correlation matrix
+    xy, xc, yc = rho[0, 1], rho[0, 2], rho[1, 2]
+    if max(abs(xc), abs(yc)) >= DETERMINED:
         return float("nan")
-    return float((xy - xc * yc) / denominator)
+    return float((xy - xc * yc) / np.sqrt((1 - xc**2) * (1 - yc**2)))
 
 
 def within_strata_spearman(x, y, strata, min_size: int = 50) -> float:
@@ -125,10 +124,9 @@ def within_strata_spearman(x, y, strata, min_size: int = 50) -> float:
     x, y, strata = _aligned(x=x, y=y, strata=strata)
     values, weights = [], []
     for stratum in np.unique(strata[~np.isnan(strata)]):
-        inside = strata == stratum
-        keep = inside & ~np.isnan(x) & ~np.isnan(y)
+        keep = (strata == stratum) & ~np.isnan(x) & ~np.isnan(y)
         if keep.sum() >= min_size:
-            rho = _pearson_of(rankdata(x[keep]), rankdata(y[keep]))
+            rho = _spearman_of(x[keep], y[keep])
             if not np.isnan(rho):
                 values.append(rho)
                 weights.append(keep.sum())
@@ -139,9 +137,9 @@ def auroc(predictor, failure) -> float:
     """Area under the ROC curve of ``predictor`` (higher = more likely a failure) for the binary ``failure``.
 
     AUROC = P(predictor of a failure > predictor of a success) + 0.5 * P(equal), over all
-    (failure, success) pairs: the Mann-Whitney U of the failures divided by n_failure * n_success,
-    computed from average ranks (so ties count half). In [0, 1]; 0.5 for a constant predictor.
-    Pairs where either value is NaN are dropped; NaN when there is no failure or no success.
+    (failure, success) pairs: the Mann-Whitney U of the failures divided by n_failure * n_success
+    (scipy computes U from average ranks, so ties count half). In [0, 1]; 0.5 for a constant
+    predictor. Pairs where either value is NaN are dropped; NaN when there is no failure or no success.
     """
     predictor, failure = _paired(predictor, failure, ("predictor", "failure"))
     if not np.isin(failure, (0.0, 1.0)).all():
@@ -150,8 +148,8 @@ def auroc(predictor, failure) -> float:
     n_failed, n_succeeded = int(failed.sum()), int((~failed).sum())
     if n_failed == 0 or n_succeeded == 0:
         return float("nan")
-    ranks = rankdata(predictor)
-    u_statistic = ranks[failed].sum() - n_failed * (n_failed + 1) / 2.0
+    # the asymptotic p-value (unused) costs nothing; the exact one would enumerate small samples
+    u_statistic = mannwhitneyu(predictor[failed], predictor[~failed], method="asymptotic").statistic
     return float(u_statistic / (n_failed * n_succeeded))
 
 

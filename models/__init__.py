@@ -1,23 +1,27 @@
 """Methods on one shared stack: VSE0 and VSE++ (``vse.py``), PVSE K=1 and K=2 (``pvse.py``), PCME (``pcme.py``),
 PCME++ (``pcmepp.py``).
 
-A method is one file in this package: its heads, its loss and its registry entry side by side.
+A method is one file in this package: its class, its loss and its registry entry side by side.
 The entry (a literal ``METHODS`` list, see ``models/registry.py`` for its fields) names the method,
-its label and colour, its scorings, what its embeddings export and its settings; every stage,
-table, figure and test reads it from there. The file's class (an ``nn.Module``) is built by
+its label and colour, its scorings (``models/scorings.py``), what its embeddings export and its
+settings; every stage, table, figure and test reads it from there. The file's class is built by
 ``build_model`` as ``Class(image_dims, text_dims, embed_dim, **settings)``, the settings being the
 entry's (defaults filled in, per-dataset values resolved, the stack's ``word_vectors_training``
-left out), and has this interface:
+left out). It subclasses ``models.heads.BaseMethod``, which holds the shared heads and implements
+the interface for one cosine embedding per item, so a method defines its ``loss`` and overrides
+only what differs:
 
 ``embed_images(global_feature, local, mask) -> dict`` and ``embed_captions(...) -> dict``
     From an encoder's features (``FeatureDims``: global (B, G), local (B, L, F) and its (B, L)
     mask; ``models.heads.EmbeddingHead`` turns them into K embeddings) to a dict of (B, ...)
     tensors; the keys the entry lists in ``exports.items`` are what the embed stage saves, and
-    ``pcmebench.scoring`` reads them by name: ``embeddings`` (B, K, D) for ``cosine`` (K = 1)
-    and ``max-cosine``; ``mu`` and ``log_sigma`` (B, D) and ``samples`` (B, J, D) for the
-    Gaussian scorings.
+    the scorings read them by name: ``embeddings`` (B, K, D) for ``cosine`` (K = 1) and
+    ``max-cosine``; ``mu`` and ``log_sigma`` (B, D) and ``samples`` (B, J, D) for the Gaussian
+    scorings. The base class routes both to ``embed(modality, global_feature, local, mask)``
+    (modality ``image`` or ``caption``), which a method overrides (PCME adds σ heads).
 ``similarity(images: dict, captions: dict) -> Tensor``
-    (N_i, N_c), higher = closer, from the two dicts: what the loss trains.
+    (N_i, N_c), higher = closer, from the two dicts: what the loss trains (the base class: the
+    cosine of ``embeddings``).
 ``loss(images: dict, captions: dict, match: BoolTensor) -> (Tensor, dict)``
     The batch's scalar loss and a dict of detached scalars for the training log; ``match``
     (N_i, N_c) says which in-batch pairs are positives. Runs in fp32.

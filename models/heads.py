@@ -1,13 +1,14 @@
-"""The embedding head every method shares, and the attention pooling it is built on.
+"""The embedding head every method shares, the attention pooling it is built on, and the base class of a method.
 
-Both follow PVSE's PIE-Net (yalesong/pvse model.py, ``MultiHeadSelfAttention`` and
-``PIENet``), which PCME reuses unchanged (naver-ai/pcme models/pie_model.py): the
-attention's hidden width is half its input width, its weights and the residual
-Linear start Xavier-uniform with a zero bias.
+The head and the pooling follow PVSE's PIE-Net (yalesong/pvse model.py,
+``MultiHeadSelfAttention`` and ``PIENet``), which PCME reuses unchanged (naver-ai/pcme
+models/pie_model.py): the attention's hidden width is half its input width, its weights and
+the residual Linear start Xavier-uniform with a zero bias.
 """
 
 from __future__ import annotations
 
+import abc
 from typing import NamedTuple
 
 import torch
@@ -77,3 +78,41 @@ class EmbeddingHead(nn.Module):
         residual = torch.sigmoid(self.local_fc(pooled))
         out = self.norm(self.global_fc(global_feature)[:, None, :] + residual)
         return F.normalize(out, dim=-1), residual
+
+
+class BaseMethod(nn.Module, abc.ABC):
+    """A method on the shared stack (``models/__init__.py`` describes the interface).
+
+    It holds one ``EmbeddingHead`` per modality, ``image_head`` then ``caption_head`` (built
+    first, so every method draws their initial weights alike), with ``heads`` (K) embeddings
+    per item; ``embed`` exports them as ``embeddings`` (B, K, D), and ``similarity`` is the cosine
+    of the first (K = 1). A method defines its ``loss`` and overrides what it does otherwise:
+    ``embed`` (what one modality's features become), ``similarity``, and the optional hooks.
+    """
+
+    def __init__(self, image_dims: FeatureDims, text_dims: FeatureDims, embed_dim: int, heads: int = 1):
+        super().__init__()
+        self.image_head = EmbeddingHead(image_dims, embed_dim, heads)
+        self.caption_head = EmbeddingHead(text_dims, embed_dim, heads)
+
+    def head(self, modality: str) -> EmbeddingHead:
+        """The embedding head of ``image`` or ``caption``."""
+        return self.image_head if modality == "image" else self.caption_head
+
+    def embed(self, modality: str, global_feature, local, mask) -> dict:
+        """One modality's encoder features -> its dict of (B, ...) tensors (``image`` or ``caption``)."""
+        return {"embeddings": self.head(modality)(global_feature, local, mask)[0]}
+
+    def embed_images(self, global_feature, local, mask) -> dict:
+        return self.embed("image", global_feature, local, mask)
+
+    def embed_captions(self, global_feature, local, mask) -> dict:
+        return self.embed("caption", global_feature, local, mask)
+
+    def similarity(self, images: dict, captions: dict) -> torch.Tensor:
+        """(N_i, N_c) cosines of the items' unit embeddings (the first of each)."""
+        return images["embeddings"][:, 0] @ captions["embeddings"][:, 0].T
+
+    @abc.abstractmethod
+    def loss(self, images: dict, captions: dict, match: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The batch's scalar loss and a dict of detached scalars for the training log."""

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.encoders import last_position, run_gru
-from models.heads import AttentionPool, EmbeddingHead, FeatureDims, residual_linear
+from models.heads import AttentionPool, BaseMethod, FeatureDims, residual_linear
 
 KL_FORMS = ("log-variance", "log-sigma")
 UNIFORMITY_FORMS = ("raw-subsampled", "normalised")
@@ -69,7 +69,7 @@ METHODS = [
             # the fp16 model copies, whose gradients apex has already copied, unscaled, into the fp32
             # master copies the optimiser steps (apex amp/_process_optimizer.py,
             # post_backward_with_master_weights); a and b sit in the criterion, never clipped. Only
-            # the backbone's BatchNorm weights (fp32 under O2) felt it: README, deviations.
+            # the backbone's BatchNorm weights (fp32 under O2) felt it: docs/deviations.md.
             "grad_clip": {"default": None},
             "samples": {"description": "Samples J per embedding (7 in the paper).", "type": "integer", "minimum": 1},
             "init_scale": {
@@ -251,7 +251,7 @@ def match_probability(image_samples, caption_samples, a, b, chunk_bytes: int = 2
     return out
 
 
-class PCME(nn.Module):
+class PCME(BaseMethod):
     """Gaussian embeddings: mu and sigma heads per modality, learned a and b, soft contrastive loss."""
 
     def __init__(
@@ -268,7 +268,6 @@ class PCME(nn.Module):
         uniformity_form: str = "raw-subsampled",
         reduction: str = "sum",
     ):
-        super().__init__()
         for name, value, allowed in (
             ("kl_form", kl_form, KL_FORMS),
             ("uniformity_form", uniformity_form, UNIFORMITY_FORMS),
@@ -276,8 +275,7 @@ class PCME(nn.Module):
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        self.image_head = EmbeddingHead(image_dims, embed_dim)
-        self.caption_head = EmbeddingHead(text_dims, embed_dim)
+        super().__init__(image_dims, text_dims, embed_dim)
         self.image_sigma = UncertaintyHead(image_dims, embed_dim, init_log_sigma)
         self.caption_sigma = TextUncertaintyHead(text_dims, embed_dim, init_log_sigma)
         # The official criterion's parameters, in its sigmoid(2x) units (criterions/probemb.py,
@@ -305,16 +303,12 @@ class PCME(nn.Module):
         """The loss's own parameters (the official criterion's shift and negative scale): not clipped."""
         return [self.negative_scale, self.shift]
 
-    def _embed(self, head, sigma_head, global_feature, local, mask) -> dict:
-        mu = head(global_feature, local, mask)[0][:, 0]
+    def embed(self, modality: str, global_feature, local, mask) -> dict:
+        """mu (the shared head's embedding), log sigma (the modality's sigma head) and J samples."""
+        sigma_head = self.image_sigma if modality == "image" else self.caption_sigma
+        mu = self.head(modality)(global_feature, local, mask)[0][:, 0]
         log_sigma = sigma_head(global_feature, local, mask)
         return {"mu": mu, "log_sigma": log_sigma, "samples": sample_embeddings(mu, log_sigma, self.samples)}
-
-    def embed_images(self, global_feature, local, mask) -> dict:
-        return self._embed(self.image_head, self.image_sigma, global_feature, local, mask)
-
-    def embed_captions(self, global_feature, local, mask) -> dict:
-        return self._embed(self.caption_head, self.caption_sigma, global_feature, local, mask)
 
     def draw_samples(self, encoded: dict, generator: torch.Generator) -> torch.Tensor:
         """The J samples of exported embeddings, drawn from ``generator`` (the embed stage's fixed seed)."""

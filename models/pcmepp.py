@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.heads import EmbeddingHead, FeatureDims
+from models.heads import BaseMethod, FeatureDims
 from models.pcme import TextUncertaintyHead, UncertaintyHead
 
 # A modality's VIB term above this is dropped (criterions/pcmepp.py ``kl_divergence``, lines 56-59).
@@ -122,7 +122,7 @@ _SETTINGS = {
     "init_log_sigma": {"$ref": "#/$defs/init_log_sigma", "default": None},
 }
 # The registry's entries (models/registry.py): PCME++ and its two ablations, each one of the
-# paper's additions turned off by default (README, "What σ learns").
+# paper's additions turned off by default (docs/sigma-study.md).
 _PCMEPP = {
     "name": "pcmepp",
     "label": "PCME++",
@@ -311,7 +311,7 @@ def smoothed_targets(match: torch.Tensor, smoothing: float) -> torch.Tensor:
 # --- the method ----------------------------------------------------------------------------------
 
 
-class PCMEPP(nn.Module):
+class PCMEPP(BaseMethod):
     """Gaussian embeddings scored by their closed-form sampled distance; BCE, pseudo-positives, VIB, mixing."""
 
     def __init__(
@@ -332,9 +332,7 @@ class PCMEPP(nn.Module):
         mixup_off_epoch: int | None = None,
         init_log_sigma: float | None = None,
     ):
-        super().__init__()
-        self.image_head = EmbeddingHead(image_dims, embed_dim)
-        self.caption_head = EmbeddingHead(text_dims, embed_dim)
+        super().__init__(image_dims, text_dims, embed_dim)
         # the sigma heads' output is a log variance: log sigma starts at init_log_sigma
         init_log_variance = None if init_log_sigma is None else 2 * init_log_sigma
         self.image_sigma = UncertaintyHead(image_dims, embed_dim, init_log_variance)
@@ -374,16 +372,12 @@ class PCMEPP(nn.Module):
         on = (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mix_batch_ratio > 0
         return on and (self.mixup_off_epoch is None or self.epoch < self.mixup_off_epoch)
 
-    def _embed(self, head, sigma_head, global_feature, local, mask) -> dict:
-        mu = head(global_feature, local, mask)[0][:, 0]
+    def embed(self, modality: str, global_feature, local, mask) -> dict:
+        """mu (the shared head's embedding) and log sigma: half the sigma head's output, a log variance."""
+        sigma_head = self.image_sigma if modality == "image" else self.caption_sigma
+        mu = self.head(modality)(global_feature, local, mask)[0][:, 0]
         log_variance = sigma_head(global_feature, local, mask)
         return {"mu": mu, "log_sigma": log_variance / 2}
-
-    def embed_images(self, global_feature, local, mask) -> dict:
-        return self._embed(self.image_head, self.image_sigma, global_feature, local, mask)
-
-    def embed_captions(self, global_feature, local, mask) -> dict:
-        return self._embed(self.caption_head, self.caption_sigma, global_feature, local, mask)
 
     def similarity(self, images: dict, captions: dict) -> torch.Tensor:
         """Minus the closed-form sampled distance (evaluation.py ``compute_csd_sims``)."""

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from models.heads import EmbeddingHead, FeatureDims
+from models.heads import BaseMethod, FeatureDims
 from models.vse import HardestNegativeSchedule, hinge_triplet_loss
 
 _SETTINGS = {
@@ -64,7 +63,7 @@ def mmd_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean()
 
 
-class PVSE(nn.Module):
+class PVSE(BaseMethod):
     """K embeddings per image and caption; max-of-K x K cosine; MIL triplet + diversity + MMD."""
 
     def __init__(
@@ -78,21 +77,16 @@ class PVSE(nn.Module):
         mmd_weight: float,
         warmup_epochs: int = 0,
     ):
-        super().__init__()
-        self.image_head = EmbeddingHead(image_dims, embed_dim, heads=embeddings)
-        self.caption_head = EmbeddingHead(text_dims, embed_dim, heads=embeddings)
+        super().__init__(image_dims, text_dims, embed_dim, heads=embeddings)
         self.embeddings = embeddings
         self.margin = margin
         self.hardest_negatives = HardestNegativeSchedule(True, warmup_epochs)
         self.diversity_weight = diversity_weight
         self.mmd_weight = mmd_weight
 
-    def embed_images(self, global_feature, local, mask) -> dict:
-        embeddings, residuals = self.image_head(global_feature, local, mask)
-        return {"embeddings": embeddings, "residuals": residuals}
-
-    def embed_captions(self, global_feature, local, mask) -> dict:
-        embeddings, residuals = self.caption_head(global_feature, local, mask)
+    def embed(self, modality: str, global_feature, local, mask) -> dict:
+        """The K embeddings and, for the diversity term, their K residuals before the sum."""
+        embeddings, residuals = self.head(modality)(global_feature, local, mask)
         return {"embeddings": embeddings, "residuals": residuals}
 
     def similarity(self, images: dict, captions: dict) -> torch.Tensor:

@@ -1,48 +1,14 @@
 """Every method of the suite, each described once, read from the method's own file without importing torch.
 
-A method file in ``models/`` declares its methods in a module-level literal::
-
-    METHODS = [
-        {
-            "name": "infonce",                   # the config's and the paths' name
-            "label": "InfoNCE",                  # tables, plots and the report
-            "color": "#937860",                  # its colour in every figure
-            "class": "InfoNCE",                  # an nn.Module class defined in this file
-            "scorings": ["cosine"],              # SCORINGS below; the first is the method's own
-            "probabilistic": False,              # True: the uncertainty analysis runs on it
-            "exports": {"items": ["embeddings"]},
-            "settings": {"init_temperature": {"type": "number", "exclusiveMinimum": 0, "default": 0.07}},
-        },
-    ]
-
-This module reads that literal without running the file (plain values, and names of literals
-assigned above it in the same file), so the workflow, the plots and the report know every method
-at planning time without loading torch; the models package's builder imports the class. A file
-may declare several variants of one class (VSE0 and VSE++ in ``vse.py``).
-The fields (``models/__init__.py`` describes the class's interface):
-
-- ``name``: lower-case letters, digits and ``-+._``; unique across files.
-- ``label``, ``color`` (``#rrggbb``), ``class``.
-- ``scorings``: names of :data:`SCORINGS`, the method's own first. Each names the tensors it
-  reads, which ``exports`` must provide.
-- ``exports``: what the embed stage writes per run. ``items``: keys of the dicts that
-  ``embed_images`` and ``embed_captions`` return, saved per modality as ``image_<key>`` and
-  ``caption_<key>``; ``drawn`` (optional): the item holding sample embeddings, drawn again at
-  export from a fixed seed by the method's ``draw_samples(encoded, generator)``, so evaluation is
-  deterministic; ``learned`` (optional): the method's learned scalars the scorings use (PCME's
-  ``a`` and ``b``), attributes of its module.
-- ``probabilistic`` and, when true, ``uncertainty``: ``{"sigma": <item with log σ>,
-  "statistics": [...]}``, names of :data:`UNCERTAINTY_STATISTICS`, the method's own first (the
-  one its σ figures plot). The analysis bins the method's own scoring's retrieval by them.
-- ``settings``: each setting of the class as a JSON-schema fragment (``$ref`` may name the
-  config schema's shared ``$defs``: ``per_dataset_number``, ``warmup_epochs``), with an optional
-  ``default``; a setting without one must be in the config. Every method also has the shared
-  stack's :data:`STACK_SETTINGS`; an entry may set one's default only (``"grad_clip": {"default":
-  2.0}``). The builder reads a mapping value as one value per dataset
-  name or format (``{coco: .., synthetic-coco: ..}``); the setting's schema says whether it
-  allows one.
-- ``note`` (optional): one sentence the report adds under the retrieval table (what the
-  method's other scorings are).
+A method file in ``models/`` declares its methods in a module-level literal ``METHODS``, a list of
+dicts, one per method (``vse.py`` declares two variants of one class; README, 'Adding a method',
+writes one out). This module reads it without running the file (``ast.literal_eval``, once the
+names of literals assigned above it in the same file stand for their values), so the workflow,
+the plots and the report know every method at planning time without loading torch; the models
+package's builder imports the class. :data:`ENTRY_SCHEMA` is the fields' reference (each one's
+``description``) and checks them; what a schema cannot say is checked after it: the class is
+defined in the file, the tensors each scoring reads are exported, a name is declared once.
+``models/__init__.py`` describes the class's interface.
 """
 
 from __future__ import annotations
@@ -51,51 +17,15 @@ import ast
 import copy
 import difflib
 import functools
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jsonschema
+
+from models.scorings import SCORINGS, UNCERTAINTY_STATISTICS
+
 MODELS = Path(__file__).resolve().parent
 DECLARATION = "METHODS"
-NAME = re.compile(r"^[a-z0-9][a-z0-9+._-]*$")
-COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
-
-# Every scoring the evaluation implements (pcmebench/scoring.py), with the exported tensors it
-# reads: per-item ones and the method's learned scalars.
-SCORINGS = {
-    "cosine": {"items": ("embeddings",), "learned": ()},
-    "max-cosine": {"items": ("embeddings",), "learned": ()},
-    "match-prob": {"items": ("samples",), "learned": ("a", "b")},
-    "sample-dot": {"items": ("samples",), "learned": ()},
-    "mu": {"items": ("mu",), "learned": ()},
-    "csd": {"items": ("mu", "log_sigma"), "learned": ()},
-}
-
-
-@dataclass(frozen=True)
-class UncertaintyStatistic:
-    """A per-query uncertainty statistic of a Gaussian embedding: ``compute`` maps (N, D) log σ (a
-    float64 tensor) to N values with tensor methods only, so this module needs no torch."""
-
-    label: str  # figures' axes and legends
-    description: str  # the report's legend
-    compute: Callable
-
-
-# Every uncertainty statistic; a method lists those it reports (its own first).
-UNCERTAINTY_STATISTICS = {
-    "mean_log_sigma": UncertaintyStatistic(
-        "u = mean log σ",
-        "u, the mean over dimensions of log σ (the log of σ's geometric mean)",
-        lambda log_sigma: log_sigma.mean(1),
-    ),
-    "sum_sigma_sq": UncertaintyStatistic(
-        "Σσ² (sum of σ²)",
-        "Σσ², the sum over dimensions of σ² (the covariance's trace; PCME++ bins by it)",
-        lambda log_sigma: (2 * log_sigma).exp().sum(1),
-    ),
-}
 # Settings of the shared encoder stack and trainer that every method carries (models/model.py and
 # pcmebench/train.py read them); a method's entry may give one its own default.
 STACK_SETTINGS = {
@@ -103,9 +33,61 @@ STACK_SETTINGS = {
     "grad_clip": {"$ref": "#/$defs/grad_clip", "default": None},
     "batch_size": {"$ref": "#/$defs/batch_size", "default": None},
 }
-REQUIRED_FIELDS = ("name", "label", "color", "class", "scorings", "probabilistic", "exports", "settings")
-OPTIONAL_FIELDS = ("uncertainty", "note")
 ADDING = "README, 'Adding a method'"
+# How an error names the kind of value a field wants (the schema's "type").
+KINDS = {"object": "a dict", "array": "a list", "string": "text", "boolean": "True or False", "integer": "an integer"}
+_NAMES = {"type": "array", "items": {"type": "string"}}
+_STACK = {"type": "object", "required": ["default"], "properties": {"default": {}}, "additionalProperties": False}
+# One entry of METHODS. Beside "description", a field may carry "fix" (how to mend it) and "problem" (what is wrong
+# when it fails) for the error message; the validator ignores them. entry_schema() adds the names of the scorings
+# and statistics (the enums of "scorings" and "uncertainty.statistics").
+ENTRY_SCHEMA = {
+    "type": "object", "fix": "write each method as a dict", "additionalProperties": False,
+    "required": ["name", "label", "color", "class", "scorings", "probabilistic", "exports", "settings"],
+    "properties": {
+        "name": {"description": "The config's and the paths' name, unique across files.", "type": "string",
+                 "pattern": "^[a-z0-9][a-z0-9+._-]*$", "fix": "give it a lower-case name of letters, digits, -+._"},
+        "label": {"description": "Its name in tables, figures and the report.", "type": "string", "pattern": r"\S",
+                  "fix": "give 'label' a display name"},
+        "color": {"description": "Its colour in every figure.", "type": "string", "pattern": "^#[0-9a-fA-F]{6}$",
+                  "fix": "use '#rrggbb'"},
+        "class": {"description": "The nn.Module class of this file that the builder makes.", "type": "string"},
+        "scorings": {"description": "Names of models/scorings.py's SCORINGS, the method's own first.", **_NAMES,
+                     "minItems": 1, "fix": "list at least its own scoring"},
+        "probabilistic": {"description": "True: the uncertainty analysis runs on it.", "type": "boolean"},
+        "exports": {
+            "description": "What the embed stage writes per run: items, keys of the dicts embed_images and embed_captions "
+            "return (saved as image_<key>, caption_<key>); drawn, the item of samples that the method's draw_samples(encoded, "
+            "generator) draws again from a fixed seed; learned, its learned scalars a scoring reads (attributes of its module).",
+            "type": "object", "required": ["items"], "additionalProperties": False,
+            "properties": {"items": {**_NAMES, "minItems": 1, "fix": "list the embedding tensors embed writes"},
+                           "drawn": {"type": "string"}, "learned": _NAMES},
+        },
+        "uncertainty": {
+            "description": "A probabilistic method's: sigma, the exported item of log σ; statistics, names of "
+            "models/scorings.py's UNCERTAINTY_STATISTICS, its own first (its σ figures'), by which the analysis bins its own "
+            "scoring's retrieval.",
+            "type": "object", "required": ["sigma", "statistics"], "additionalProperties": False,
+            "properties": {"sigma": {"type": "string"}, "statistics": {**_NAMES, "minItems": 1, "fix": "list its own first"}},
+        },
+        "settings": {
+            "description": "Each setting of the class as a JSON-schema fragment ($ref may name the config schema's $defs) with "
+            "an optional default (one without must be in the config); a mapping value holds one value per dataset name or "
+            "format. Every method has the STACK_SETTINGS too: an entry may give one a default, nothing else.",
+            "type": "object",
+            "properties": {key: {**_STACK, "problem": f"setting {key!r} is a stack setting",
+                                 "fix": "every method has it already: drop it, or give only its default ({'default': ...})"}
+                           for key in STACK_SETTINGS},
+            "additionalProperties": {"type": "object", "fix": "give it a JSON-schema fragment, e.g. {'type': 'number'}"},
+        },
+        "note": {"description": "One sentence the report adds under the retrieval table.", "type": "string"},
+    },
+    "if": {"required": ["probabilistic"], "properties": {"probabilistic": {"const": True}}},
+    "then": {"required": ["uncertainty"], "problem": "probabilistic without 'uncertainty'",
+             "fix": "add {'sigma': ..., 'statistics': [...]}"},
+    "else": {"not": {"required": ["uncertainty"]}, "problem": "'uncertainty' on a method that is not probabilistic",
+             "fix": "set probabilistic: True or drop it"},
+}  # fmt: skip
 
 
 class RegistryError(ValueError):
@@ -183,37 +165,70 @@ class Method:
         return [f"{modality}_{item}" for item in self.items]
 
 
+def entry_schema() -> dict:
+    """:data:`ENTRY_SCHEMA` with the names of the scorings and statistics as the tables hold them now."""
+    schema = copy.deepcopy(ENTRY_SCHEMA)
+    schema["properties"]["scorings"]["items"] = {"enum": list(SCORINGS)}
+    schema["properties"]["uncertainty"]["properties"]["statistics"]["items"] = {"enum": list(UNCERTAINTY_STATISTICS)}
+    return schema
+
+
 def _fail(path: Path, what: str, fix: str) -> RegistryError:
     return RegistryError(f"models/{path.name}: {what}; {fix} ({ADDING})")
 
 
-def _literal(node: ast.AST, names: dict, path: Path):
-    """The value of a literal expression: constants, lists, tuples, dicts (``**`` included), negated
-    numbers, and names of the file's earlier literal assignments."""
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.List | ast.Tuple):
-        values = [_literal(e, names, path) for e in node.elts]
-        return values if isinstance(node, ast.List) else tuple(values)
-    if isinstance(node, ast.Dict):
-        out = {}
+def _schema_error(path: Path, who: str, error: jsonschema.ValidationError) -> RegistryError:
+    """A schema error in the entry's words: the field, what is wrong and how to mend it."""
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    fix = error.schema.get("fix") or f"make it {KINDS.get(str(error.validator_value), error.validator_value)}"  # "type"
+    if "problem" in error.schema:
+        what = error.schema["problem"]
+    elif error.validator == "required":
+        missing = next(k for k in error.validator_value if k not in error.instance)
+        what, fix = f"no {where + '.' * bool(where) + missing!r}", f"add {missing!r} to its {where or 'entry'} in {DECLARATION}"
+    elif error.validator == "additionalProperties":
+        fields = error.schema["properties"]
+        what = f"{where + ': ' * bool(where)}unknown field(s) {sorted(set(error.instance) - set(fields))}"
+        fix = f"the fields are {', '.join(fields)}"
+    elif error.validator == "enum":  # a name of models/scorings.py's tables
+        what, fix = f"{where}: unknown {error.instance!r}", f"use {', '.join(error.validator_value)} (models/scorings.py)"
+    else:
+        what = f"{where or 'it'} is {error.instance!r}"
+    return _fail(path, f"{who}: {what}", fix)
+
+
+class _Names(ast.NodeTransformer):
+    """Puts the values of a file's earlier literals in place of their names, and merges ``{**name, ...}``,
+    so that ``ast.literal_eval`` reads the rest."""
+
+    def __init__(self, names: dict):
+        self.names = names
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.Constant(copy.deepcopy(self.names[node.id])) if node.id in self.names else node
+
+    def visit_Dict(self, node: ast.Dict) -> ast.AST:
+        node = self.generic_visit(node)
+        if None not in node.keys:
+            return node
+        merged = {}
         for key, value in zip(node.keys, node.values, strict=True):
-            if key is None:  # {**shared, ...}
-                out.update(_literal(value, names, path))
-            else:
-                out[_literal(key, names, path)] = _literal(value, names, path)
-        return out
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        value = _literal(node.operand, names, path)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.Name) and node.id in names:
-        return copy.deepcopy(names[node.id])
-    raise _fail(
-        path,
-        f"{DECLARATION} holds {ast.unparse(node)!r} (line {node.lineno}), which is not a literal",
-        "write plain values, or names of literals assigned above it in the file (no calls)",
-    )
+            merged |= ast.literal_eval(value) if key is None else {ast.literal_eval(key): ast.literal_eval(value)}
+        return ast.Constant(merged)
+
+
+def _literal(node: ast.expr, names: dict, path: Path):
+    """The value of a literal expression, in which names of the file's earlier literals may stand for their values."""
+    try:
+        return ast.literal_eval(_Names(names).visit(node))
+    except (ValueError, TypeError):
+        literal = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.UnaryOp, ast.expr_context, ast.unaryop)
+        culprit = next((n for n in ast.walk(node) if not isinstance(n, literal)), node)
+        raise _fail(
+            path,
+            f"{DECLARATION} holds {ast.unparse(culprit)!r} (line {culprit.lineno}), which is not a literal",
+            "write plain values, or names of literals assigned above it in the file (no calls)",
+        ) from None
 
 
 def declaration(path: Path):
@@ -238,66 +253,30 @@ def declaration(path: Path):
     return value, classes
 
 
-def _entry(path: Path, entry, classes: set[str]) -> Method:
-    if not isinstance(entry, dict):
-        raise _fail(path, f"an entry of {DECLARATION} is {type(entry).__name__}, not a dict", "write each method as a dict")
-    name = entry.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
-        raise _fail(path, f"an entry of {DECLARATION} has name {name!r}", "give it a lower-case name of letters, digits, -+._")
-    where = f"method {name!r}"
-
-    def need(condition: bool, what: str, fix: str) -> None:
-        if not condition:
-            raise _fail(path, f"{where}: {what}", fix)
-
-    for key in REQUIRED_FIELDS:
-        need(key in entry, f"no {key!r}", f"add {key!r} to its entry in {DECLARATION}")
-    unknown = sorted(set(entry) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
-    need(not unknown, f"unknown field(s) {unknown}", f"the fields are {', '.join(REQUIRED_FIELDS + OPTIONAL_FIELDS)}")
-    need(isinstance(entry["label"], str) and entry["label"].strip() != "", "no label", "give 'label' a display name")
-    need(isinstance(entry["color"], str) and COLOR.match(entry["color"]), f"color {entry['color']!r}", "use '#rrggbb'")
-    need(entry["class"] in classes, f"class {entry['class']!r} is not defined in this file", "name a class of this file")
-    scorings = entry["scorings"]
-    need(isinstance(scorings, list | tuple) and len(scorings) > 0, "no scorings", "list at least its own scoring")
-    bad = [s for s in scorings if s not in SCORINGS]
-    need(not bad, f"unknown scoring(s) {bad}", f"use {', '.join(SCORINGS)} (pcmebench/scoring.py implements them)")
-    exports = entry["exports"]
-    need(isinstance(exports, dict) and exports.get("items"), "no exports.items", "list the embedding tensors embed writes")
-    need(set(exports) <= {"items", "drawn", "learned"}, f"exports has {sorted(exports)}", "use items, drawn, learned")
+def _entry(path: Path, entry, classes: set[str], validator: jsonschema.Draft202012Validator) -> Method:
+    """One entry as a Method: the schema's checks, then those it cannot make."""
+    named = isinstance(entry, dict) and validator.evolve(schema=ENTRY_SCHEMA["properties"]["name"]).is_valid(entry.get("name"))
+    who = f"method {entry['name']!r}" if named else f"an entry of {DECLARATION}"
+    error = next(validator.iter_errors(entry), None)
+    if error is not None:
+        raise _schema_error(path, who, error)
+    exports, uncertainty = entry["exports"], entry.get("uncertainty", {})
     items, learned, drawn = tuple(exports["items"]), tuple(exports.get("learned", ())), exports.get("drawn")
-    need(drawn is None or drawn in items, f"exports.drawn {drawn!r} is not one of its items", "add it to exports.items")
-    for scoring in scorings:
-        lacking = [i for i in SCORINGS[scoring]["items"] if i not in items]
-        lacking += [p for p in SCORINGS[scoring]["learned"] if p not in learned]
-        need(not lacking, f"scoring {scoring!r} reads {lacking}, which it does not export", "add them to exports")
-    probabilistic = entry["probabilistic"]
-    need(isinstance(probabilistic, bool), "probabilistic is not true or false", "set it to True or False")
-    uncertainty = entry.get("uncertainty")
-    sigma, statistics = None, ()
-    if probabilistic:
-        need(isinstance(uncertainty, dict), "probabilistic without 'uncertainty'", "add {'sigma': ..., 'statistics': [...]}")
-        sigma, statistics = uncertainty.get("sigma"), tuple(uncertainty.get("statistics", ()))
-        need(sigma in items, f"uncertainty.sigma {sigma!r} is not one of its exported items", "name the item holding log σ")
-        bad = [s for s in statistics if s not in UNCERTAINTY_STATISTICS]
-        need(statistics and not bad, f"uncertainty.statistics {list(statistics)}", f"use {', '.join(UNCERTAINTY_STATISTICS)}")
-    else:
-        need(uncertainty is None, "'uncertainty' on a method that is not probabilistic", "set probabilistic: True or drop it")
-    settings = entry["settings"]
-    need(isinstance(settings, dict), "settings is not a dict", "map each setting to its JSON schema")
-    for key, schema in settings.items():
-        need(
-            isinstance(schema, dict), f"setting {key!r} has no schema", "give it a JSON-schema fragment, e.g. {'type': 'number'}"
-        )
-        need(
-            key not in STACK_SETTINGS or set(schema) == {"default"},
-            f"setting {key!r} is a stack setting",
-            "every method has it already: drop it, or give only its default ({'default': ...})",
-        )
-    note = entry.get("note", "")
-    need(isinstance(note, str), "note is not text", "write the note as a string")
+    reads = {s: [*(i for i in SCORINGS[s].items if i not in items), *(p for p in SCORINGS[s].learned if p not in learned)]
+             for s in entry["scorings"]}  # fmt: skip
+    for wrong, what, fix in (
+        (entry["class"] not in classes, f"class {entry['class']!r} is not defined in this file", "name a class of this file"),
+        (drawn not in (None, *items), f"exports.drawn {drawn!r} is not one of its items", "add it to exports.items"),
+        (uncertainty and uncertainty["sigma"] not in items,
+         f"uncertainty.sigma {uncertainty.get('sigma')!r} is not one of its exported items", "name the item holding log σ"),
+        *((bool(r), f"scoring {s!r} reads {r}, which it does not export", "add them to exports") for s, r in reads.items()),
+    ):  # fmt: skip
+        if wrong:
+            raise _fail(path, f"{who}: {what}", fix)
     return Method(
-        name, entry["label"], entry["color"], entry["class"], path, tuple(scorings), probabilistic, items,
-        learned, drawn, sigma, statistics, dict(settings), note,
+        entry["name"], entry["label"], entry["color"], entry["class"], path, tuple(entry["scorings"]), entry["probabilistic"],
+        items, learned, drawn, uncertainty.get("sigma"), tuple(uncertainty.get("statistics", ())), dict(entry["settings"]),
+        entry.get("note", ""),
     )  # fmt: skip
 
 
@@ -305,6 +284,7 @@ def _entry(path: Path, entry, classes: set[str]) -> Method:
 def registered(models: Path = MODELS) -> dict[str, Method]:
     """Every method declared by a file of ``models``, by name, in file then declaration order."""
     methods: dict[str, Method] = {}
+    validator = jsonschema.Draft202012Validator(entry_schema())
     for path in sorted(models.glob("*.py")):
         if path.name in ("__init__.py", "registry.py"):
             continue
@@ -314,7 +294,7 @@ def registered(models: Path = MODELS) -> dict[str, Method]:
         if not isinstance(value, list | tuple):
             raise _fail(path, f"{DECLARATION} is a {type(value).__name__}", "make it a list of dicts, one per method")
         for entry in value:
-            method = _entry(path, entry, classes)
+            method = _entry(path, entry, classes, validator)
             if method.name in methods:
                 raise _fail(path, f"method {method.name!r} is also declared in {methods[method.name].where}", "rename one")
             methods[method.name] = method

@@ -8,9 +8,8 @@ batch (fartashf/vsepp model.py, ``ContrastiveLoss``).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from models.heads import EmbeddingHead, FeatureDims
+from models.heads import BaseMethod, FeatureDims
 
 REDUCTIONS = ("sum", "mean")
 
@@ -84,7 +83,7 @@ class HardestNegativeSchedule:
         return self.hardest and self.epoch >= self.warmup_epochs
 
 
-class VSE(nn.Module):
+class VSE(BaseMethod):
     """One embedding per image and caption; cosine similarity; hinge triplet loss."""
 
     def __init__(
@@ -96,22 +95,11 @@ class VSE(nn.Module):
         negatives: str,
         warmup_epochs: int = 0,
     ):
-        super().__init__()
         if negatives not in ("all", "hardest"):
             raise ValueError(f"negatives must be 'all' (VSE0) or 'hardest' (VSE++), got {negatives!r}")
-        self.image_head = EmbeddingHead(image_dims, embed_dim)
-        self.caption_head = EmbeddingHead(text_dims, embed_dim)
+        super().__init__(image_dims, text_dims, embed_dim)
         self.margin = margin
         self.hardest_negatives = HardestNegativeSchedule(negatives == "hardest", warmup_epochs)
-
-    def embed_images(self, global_feature, local, mask) -> dict:
-        return {"embeddings": self.image_head(global_feature, local, mask)[0]}
-
-    def embed_captions(self, global_feature, local, mask) -> dict:
-        return {"embeddings": self.caption_head(global_feature, local, mask)[0]}
-
-    def similarity(self, images: dict, captions: dict) -> torch.Tensor:
-        return images["embeddings"][:, 0] @ captions["embeddings"][:, 0].T
 
     def set_epoch(self, epoch: int) -> None:
         self.hardest_negatives.epoch = epoch

@@ -21,7 +21,6 @@ error naming the file.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -32,112 +31,79 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pcmebench.files import atomic_write
-
-# The per-run files' schemas (the interface between pcmebench.evaluate and this stage), re-exported.
+from metrics.bootstrap import percentile_interval, resample_counts, series_replicates
 from pcmebench.logs import log_to_stderr
 from pcmebench.tables import (
-    METRICS_COLUMNS,
+    PAPER_COLUMNS,
     PER_QUERY_COLUMNS,
-    UNCERTAINTY_COLUMNS,
-    UNCERTAINTY_SUMMARY_COLUMNS,
+    RESULT_TABLES,
+    RUN_RECORD_KEYS,
+    RUN_TABLES,
+    SUMMARY_COLUMNS,
+    SUMMARY_KEYS,
+    ResultsError,
+    read_run_record,
+    read_table,
     weighted_means,
+    write_csv,
 )
+from pcmebench.vocabulary import BOTH, RSUM, RSUM_PARTS, rsum
 
 log = logging.getLogger("pcmebench.aggregate")
 
-RUN_RECORD_KEYS = [
-    "dataset", "method", "seed", "device", "epochs", "wall_seconds", "samples_per_second", "parameters",
-    "trainable_parameters", "final_loss", "config_hash", "code_version",
-]  # fmt: skip
-RUN_FILES = ("metrics.csv", "per_query.parquet", "uncertainty.csv", "uncertainty_summary.csv", "run.json")
-
-# The tables this stage writes.
-KEYS = ["dataset", "method", "protocol", "scoring", "direction", "metric"]
-SUMMARY_COLUMNS = [*KEYS, "mean", "std", "n", "ci_low", "ci_high"]
-PAPER_COLUMNS = ["dataset", "method", "protocol", "direction", "metric", "value", "recipe", "source"]
-RESULT_FILES = ("metrics.csv", "summary.csv", "uncertainty.csv", "uncertainty_summary.csv", "runs.csv", "paper.csv")
-
-# RSUM = R@1 + R@5 + R@10 of image-to-text plus the same of text-to-image (VSE++'s rsum).
-RSUM_PARTS = [(direction, metric) for direction in ("i2t", "t2i") for metric in ("R@1", "R@5", "R@10")]
-CONFIDENCE = 0.95
+# The per-run tables results/ holds concatenated; with per_query.parquet, the tables this stage reads
+# (queries.parquet is the plots'); with the training's record, the files it needs of a run folder.
+CONCATENATED = ("metrics.csv", "uncertainty.csv", "uncertainty_summary.csv")
+AGGREGATED_TABLES = (*CONCATENATED, "per_query.parquet")
+RUN_FILES = (*AGGREGATED_TABLES, "run.json")
 # Replicates are drawn in blocks so that a block's (replicates x queries) count matrix stays small.
 BLOCK_ELEMENTS = 4_000_000
-
-
-class AggregateError(ValueError):
-    """A run's file is missing or does not match its schema; the message names the file."""
 
 
 # --- reading ---------------------------------------------------------------------------------
 
 
-def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    """A CSV or Parquet table whose columns must be exactly ``columns`` (in any order)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AggregateError(f"{path}: missing (the evaluation of this run did not write it)")
-    try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except Exception as error:
-        raise AggregateError(f"{path}: cannot be read as a table ({error})") from error
-    if sorted(frame.columns) != sorted(columns):
-        raise AggregateError(f"{path}: columns {list(frame.columns)} do not match the expected {columns}")
-    return frame[columns]
-
-
-def read_record(path: Path) -> dict:
-    """A run's ``run.json`` with every key that runs.csv reports."""
-    path = Path(path)
-    if not path.is_file():
-        raise AggregateError(f"{path}: missing (the training of this run did not finish)")
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise AggregateError(f"{path}: not valid JSON ({error})") from error
-    missing = [key for key in RUN_RECORD_KEYS if key not in record]
-    if missing:
-        raise AggregateError(f"{path}: lacks the keys {missing}")
-    return {key: record[key] for key in RUN_RECORD_KEYS}
-
-
 def load_run(run_dir: Path) -> dict[str, pd.DataFrame | dict]:
-    """Every file of one run folder, checked against its schema and against the run's identity."""
+    """Every file of one run folder, checked against its columns and against the run's identity.
+
+    Returns {"record": run.json's RUN_RECORD_KEYS} and, by file name, each of AGGREGATED_TABLES.
+    """
     run_dir = Path(run_dir)
     missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
     if missing:
-        raise AggregateError(f"{run_dir}: missing {', '.join(missing)}")
-    record = read_record(run_dir / "run.json")
-    run = {
-        "record": record,
-        "metrics": read_table(run_dir / "metrics.csv", METRICS_COLUMNS),
-        "per_query": read_table(run_dir / "per_query.parquet", PER_QUERY_COLUMNS),
-        "uncertainty": read_table(run_dir / "uncertainty.csv", UNCERTAINTY_COLUMNS),
-        "uncertainty_summary": read_table(run_dir / "uncertainty_summary.csv", UNCERTAINTY_SUMMARY_COLUMNS),
-    }
+        raise ResultsError(
+            f"{run_dir}: missing {', '.join(missing)}; the run's training (run.json) or evaluation (the tables) "
+            "did not finish: run the workflow again for it"
+        )
+    record = read_run_record(run_dir / "run.json")
+    run = {"record": {key: record[key] for key in RUN_RECORD_KEYS}}
+    run.update({name: read_table(run_dir / name, RUN_TABLES[name], exact=True) for name in AGGREGATED_TABLES})
     identity = (record["dataset"], record["method"], int(record["seed"]))
-    for name in ("metrics", "uncertainty", "uncertainty_summary"):
+    for name in CONCATENATED:
         frame = run[name]
         found = set(zip(frame["dataset"], frame["method"], frame["seed"].astype(int), strict=True))
         if found - {identity}:
-            raise AggregateError(
-                f"{run_dir / (name + '.csv')}: rows for {sorted(found - {identity})} in the folder of run {identity} (run.json)"
+            raise ResultsError(
+                f"{run_dir / name}: rows for {sorted(found - {identity})} in the folder of run {identity} (run.json)"
             )
-    if run["metrics"].empty:
-        raise AggregateError(f"{run_dir / 'metrics.csv'}: no rows")
-    duplicated = run["metrics"].duplicated(KEYS)
+    check_unique_rows(run["metrics.csv"], run["per_query.parquet"], run_dir)
+    check_per_query_means(run["metrics.csv"], run["per_query.parquet"], run_dir / "per_query.parquet")
+    return run
+
+
+def check_unique_rows(metrics: pd.DataFrame, per_query: pd.DataFrame, run_dir: Path) -> None:
+    """metrics.csv has rows, each metric once; per_query.parquet has each query once per metric."""
+    if metrics.empty:
+        raise ResultsError(f"{run_dir / 'metrics.csv'}: no rows")
+    duplicated = metrics.duplicated(SUMMARY_KEYS)
     if duplicated.any():
-        raise AggregateError(
-            f"{run_dir / 'metrics.csv'}: repeated rows for {run['metrics'][duplicated][KEYS].values[0].tolist()}"
-        )
-    repeated = run["per_query"].duplicated(["protocol", "scoring", "direction", "metric", "query"])
+        raise ResultsError(f"{run_dir / 'metrics.csv'}: repeated rows for {metrics[duplicated][SUMMARY_KEYS].values[0].tolist()}")
+    repeated = per_query.duplicated(["protocol", "scoring", "direction", "metric", "query"])
     if repeated.any():
-        row = run["per_query"][repeated].iloc[0]
-        raise AggregateError(
+        row = per_query[repeated].iloc[0]
+        raise ResultsError(
             f"{run_dir / 'per_query.parquet'}: query {row['query']} twice in {row[PER_QUERY_COLUMNS[:3]].tolist()} {row['metric']}"
         )
-    check_per_query_means(run["metrics"], run["per_query"], run_dir / "per_query.parquet")
-    return run
 
 
 def check_per_query_means(metrics: pd.DataFrame, per_query: pd.DataFrame, path: Path, tolerance: float = 1e-3) -> None:
@@ -147,13 +113,13 @@ def check_per_query_means(metrics: pd.DataFrame, per_query: pd.DataFrame, path: 
     joined = means.merge(metrics[[*group, "value"]], on=group, how="left")
     unknown = joined["value"].isna()
     if unknown.any():
-        raise AggregateError(
+        raise ResultsError(
             f"{path}: per-query rows for {joined[unknown][group].values[0].tolist()}, a metric absent from metrics.csv"
         )
     off = (joined["per_query_mean"] - joined["value"]).abs() > tolerance
     if off.any():
         row = joined[off].iloc[0]
-        raise AggregateError(
+        raise ResultsError(
             f"{path}: the per-query mean of {row[group].tolist()} is {row['per_query_mean']:.6g}, "
             f"but metrics.csv says {row['value']:.6g}"
         )
@@ -166,51 +132,23 @@ def published_numbers(path: Path) -> pd.DataFrame:
     config/paper.yaml follows, or e.g. yalesong/pvse: PVSE's own code and recipe, not a target
     for this suite's shared-stack runs).
     """
-    frame = read_table(path, PAPER_COLUMNS)
+    frame = read_table(path, PAPER_COLUMNS, exact=True)
     values = pd.to_numeric(frame["value"], errors="coerce")
     blank = {c: frame[c].astype("string").fillna("").str.strip().eq("") for c in ("recipe", "source")}
     bad = values.isna() | (values < 0) | (values > 100) | blank["recipe"] | blank["source"]
     if bad.any():
-        raise AggregateError(f"{path}: row {int(bad.idxmax()) + 2} needs a value in [0, 100], a recipe and a source")
+        raise ResultsError(f"{path}: row {int(bad.idxmax()) + 2} needs a value in [0, 100], a recipe and a source")
     duplicated = frame.duplicated(["dataset", "method", "protocol", "direction", "metric"])
     if duplicated.any():
-        raise AggregateError(f"{path}: row {int(duplicated.idxmax()) + 2} repeats the number of an earlier row")
+        raise ResultsError(f"{path}: row {int(duplicated.idxmax()) + 2} repeats the number of an earlier row")
     return frame.assign(value=values)
 
 
 # --- statistics ------------------------------------------------------------------------------
 
 
-def resample_counts(rng: np.random.Generator, queries: int, replicates: int) -> np.ndarray:
-    """(replicates, queries) multiplicities of a bootstrap resample: each row draws ``queries`` of them with replacement."""
-    return rng.multinomial(queries, np.full(queries, 1.0 / queries), size=replicates).astype(np.float64)
-
-
-def series_replicates(values: np.ndarray, counts: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Bootstrap replicates of the (weighted) mean of each row of ``values`` (series x queries, NaN = query not in the series).
-
-    Replicate b of series s is sum_q c_bq w_sq v_sq / sum_q c_bq w_sq [v_sq defined]: the mean over the
-    resampled queries that the series has (``weights`` w: 1 when None); NaN when the resample holds none
-    of them. Returns (replicates, series).
-    """
-    present = ~np.isnan(values)
-    weights = present.astype(np.float64) if weights is None else np.where(present, weights, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (counts @ np.where(present, values * weights, 0.0).T) / (counts @ weights.T)
-
-
-def percentile_interval(replicates: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The percentile bootstrap interval of a vector of replicates (NaN ones ignored; NaN when none)."""
-    finite = replicates[np.isfinite(replicates)]
-    if finite.size == 0:
-        return math.nan, math.nan
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return float(low), float(high)
-
-
 def bootstrap_intervals(per_query: pd.DataFrame, replicates: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """95% bootstrap intervals over queries of the seed-averaged metrics, as columns ``ci_low``, ``ci_high`` by KEYS.
+    """95% bootstrap intervals over queries of the seed-averaged metrics, as columns ``ci_low``, ``ci_high`` by SUMMARY_KEYS.
 
     ``per_query`` holds the runs' per-query rows with their dataset, method and seed. Seeds of a
     dataset share its test set, so one resample of query indices serves every seed; it is drawn per
@@ -249,11 +187,12 @@ def bootstrap_intervals(per_query: pd.DataFrame, replicates: int = 1000, seed: i
         rows.append((*key, *percentile_interval(seed_mean(seed_draws))))
     rsum_keys = {(d, m, p, s) for (d, m, p, s, _direction, _metric) in replicate_store}
     for dataset, method, protocol, scoring in sorted(rsum_keys):
-        parts = [replicate_store.get((dataset, method, protocol, scoring, direction, metric)) for direction, metric in RSUM_PARTS]
-        if any(part is None for part in parts) or len({part.shape for part in parts}) != 1:
-            continue
-        rows.append((dataset, method, protocol, scoring, "both", "RSUM", *percentile_interval(seed_mean(sum(parts)))))
-    return pd.DataFrame(rows, columns=[*KEYS, "ci_low", "ci_high"])
+        parts = {part: replicate_store.get((dataset, method, protocol, scoring, *part)) for part in RSUM_PARTS}
+        shapes = {None if part is None else part.shape for part in parts.values()}
+        total = rsum(parts) if len(shapes) == 1 else None  # every part, over the same seeds
+        if total is not None:
+            rows.append((dataset, method, protocol, scoring, BOTH, RSUM, *percentile_interval(seed_mean(total))))
+    return pd.DataFrame(rows, columns=[*SUMMARY_KEYS, "ci_low", "ci_high"])
 
 
 def seed_mean(seed_draws: np.ndarray) -> np.ndarray:
@@ -264,27 +203,20 @@ def seed_mean(seed_draws: np.ndarray) -> np.ndarray:
 
 
 def summarize(metrics: pd.DataFrame, per_query: pd.DataFrame, replicates: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """summary.csv: mean, sample std (ddof 1; NaN for one seed) and number of seeds per KEYS, with bootstrap intervals.
+    """summary.csv: mean, sample std (ddof 1; NaN for one seed) and number of seeds per SUMMARY_KEYS, with bootstrap intervals.
 
     A metric without per-query rows (none but RSUM, which is rebuilt from R@K) gets a NaN interval.
     """
-    grouped = metrics.groupby(KEYS, sort=False)["value"]
+    grouped = metrics.groupby(SUMMARY_KEYS, sort=False)["value"]
     summary = grouped.agg(mean="mean", std="std", n="count").reset_index()
     if replicates > 0 and not per_query.empty:
-        summary = summary.merge(bootstrap_intervals(per_query, replicates, seed), on=KEYS, how="left")
+        summary = summary.merge(bootstrap_intervals(per_query, replicates, seed), on=SUMMARY_KEYS, how="left")
     else:
         summary = summary.assign(ci_low=math.nan, ci_high=math.nan)
     return summary[SUMMARY_COLUMNS]
 
 
 # --- writing ---------------------------------------------------------------------------------
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` as CSV atomically, so a reader never sees half a table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False))
 
 
 def concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
@@ -298,30 +230,27 @@ def aggregate(
 ) -> dict[str, Path]:
     """Read every run folder and write the result tables; returns {file name: path}."""
     if not runs:
-        raise AggregateError("no run folders given")
+        raise ResultsError("no run folders given")
     loaded = [load_run(Path(run)) for run in runs]
     identities = [(run["record"]["dataset"], run["record"]["method"], int(run["record"]["seed"])) for run in loaded]
     repeated = {identity for identity in identities if identities.count(identity) > 1}
     if repeated:
-        raise AggregateError(f"the same run twice among --runs: {sorted(repeated)}")
-    metrics = concat([run["metrics"] for run in loaded], METRICS_COLUMNS)
+        raise ResultsError(f"the same run twice among --runs: {sorted(repeated)}")
     per_query = concat(
-        [run["per_query"].assign(dataset=d, method=m, seed=s) for run, (d, m, s) in zip(loaded, identities, strict=True)],
+        [run["per_query.parquet"].assign(dataset=d, method=m, seed=s) for run, (d, m, s) in zip(loaded, identities, strict=True)],
         [*PER_QUERY_COLUMNS, "dataset", "method", "seed"],
     )
     tables = {
-        "metrics.csv": metrics,
-        "summary.csv": summarize(metrics, per_query, replicates, seed),
-        "uncertainty.csv": concat([run["uncertainty"] for run in loaded], UNCERTAINTY_COLUMNS),
-        "uncertainty_summary.csv": concat([run["uncertainty_summary"] for run in loaded], UNCERTAINTY_SUMMARY_COLUMNS),
-        "runs.csv": pd.DataFrame([run["record"] for run in loaded], columns=RUN_RECORD_KEYS),
-        "paper.csv": published_numbers(published) if published is not None else pd.DataFrame(columns=PAPER_COLUMNS),
+        name: concat([run[name] for run in loaded], RESULT_TABLES[name]) for name in AGGREGATED_TABLES if name in RESULT_TABLES
     }
+    tables["summary.csv"] = summarize(tables["metrics.csv"], per_query, replicates, seed)
+    tables["runs.csv"] = pd.DataFrame([run["record"] for run in loaded], columns=RESULT_TABLES["runs.csv"])
+    tables["paper.csv"] = published_numbers(published) if published is not None else pd.DataFrame(columns=PAPER_COLUMNS)
     written = {}
-    for name, frame in tables.items():
+    for name in RESULT_TABLES:
         written[name] = Path(results) / name
-        write_csv(frame, written[name])
-        log.info("wrote %s (%d rows)", written[name], len(frame))
+        write_csv(tables[name], written[name])
+        log.info("wrote %s (%d rows)", written[name], len(tables[name]))
     return written
 
 
@@ -332,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results", type=Path, required=True, help="folder for the result tables")
     parser.add_argument(
-        "--published", type=Path, help="CSV of published numbers (dataset,method,protocol,direction,metric,value,source)"
+        "--published", type=Path, help="CSV of published numbers, with the columns of paper.csv (results/README.md)"
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the intervals (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
@@ -340,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     log_to_stderr()
     try:
         aggregate(args.runs, args.results, args.published, args.bootstrap, args.seed)
-    except AggregateError as error:
+    except ResultsError as error:
         log.error("%s", error)
         print(f"aggregate: {error}", file=sys.stderr)
         return 1

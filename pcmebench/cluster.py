@@ -23,6 +23,9 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from corpora import SYNTHETIC_FORMAT
+from pcmebench.resources import command_line_executor
+
 log = logging.getLogger("pcmebench.cluster")
 
 # sinfo, one line per node and partition: node, partition (default marked *), CPUs, memory (MB),
@@ -264,6 +267,40 @@ def check_plan_fits_cluster(workflow, wildcards_of, logger=log) -> None:
         logger.warning(f"SLURM: the jobs are not checked against the cluster's nodes ({error})")
         return
     check_fit(requests, logger, partitions)
+
+
+def configured_wildcards(rule, config: dict) -> list[dict]:
+    """The wildcard values of a rule's jobs over the configured datasets, methods and seeds."""
+    names = set(rule.wildcard_names)
+    combinations = {
+        tuple((k, v) for k, v in {"dataset": d, "synthetic": d, "method": m, "seed": str(s)}.items() if k in names)
+        for d in config["datasets"]
+        for m in config["methods"]
+        for s in config["seeds"]
+        if "synthetic" not in names or d in SYNTHETIC_FORMAT
+    }
+    return [dict(c) for c in sorted(combinations)]
+
+
+def check_dry_run_fits_cluster(workflow, config: dict, logger=log) -> None:
+    """A dry run through SLURM runs no ``onstart``: the same check once every rule is read, over each
+    configured job of every cluster rule, finished ones too (what the plan shows); no-op otherwise."""
+    if workflow.output_settings.dryrun and command_line_executor(workflow) == "slurm":
+        check_plan_fits_cluster(workflow, lambda rule: configured_wildcards(rule, config), logger)
+
+
+def preflight(workflow, config: dict, logger=log, dry_run: bool = False) -> None:
+    """The workflow's check: before a run through SLURM submits anything (``onstart``), or once a dry
+    run has read every rule (``dry_run``), stop with a WorkflowError where a job cannot start."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        if dry_run:
+            check_dry_run_fits_cluster(workflow, config, logger)
+        else:
+            check_workflow_fits_cluster(workflow, logger)
+    except ClusterFitError as error:
+        raise WorkflowError(str(error)) from None
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The workflow's config checked before anything runs: the schema at every level, then what a
-schema cannot say (a schedule of zero epochs, more test classes than classes).
+"""The workflow's config checked once, before anything runs (``check_config``): command-line text
+typed as the schema wants it, the schema at every level, then what a schema cannot say (a schedule
+of zero epochs, more test classes than classes, a setting a method needs and lacks).
 
 Every problem is one line that names the key by its full path and says what is allowed:
 
@@ -21,12 +22,42 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from snakemake.exceptions import WorkflowError
+
+from corpora import SYNTHETIC_FORMAT
+from models.registry import Method, RegistryError, registered, settings_problems, with_method_settings
 
 STRICT_KEYWORDS = ("additionalProperties", "unevaluatedProperties")
 
 
 def load_schema(path: str | Path) -> dict:
     return yaml.safe_load(Path(path).read_text())
+
+
+def check_config(config: dict, schema_path: str | Path) -> dict[str, Method]:
+    """The workflow's one validation pass, in place: every problem of ``config`` (``config_problems``)
+    in one WorkflowError; then each configured method's settings completed with its registry entry's
+    defaults. Returns the registered methods (models/registry.py)."""
+    try:
+        methods = registered()
+    except RegistryError as error:
+        raise WorkflowError(str(error)) from None
+    problems = config_problems(config, with_method_settings(load_schema(schema_path), methods), methods)
+    if problems:
+        raise WorkflowError("\n".join(["the config cannot run:", *problems]))
+    given = {**{name: {} for name in config["methods"]}, **config["method_settings"]}
+    config["method_settings"] = {
+        name: methods[name].complete(settings) if name in config["methods"] else settings for name, settings in given.items()
+    }
+    return methods
+
+
+def config_problems(config: dict, schema: dict, methods: dict[str, Method] | None = None) -> list[str]:
+    """Every way ``config`` cannot run, one line each: the schema's (with command-line text first
+    read as the numbers, booleans and nulls the schema wants, in place), else the methods' missing
+    settings (``models.registry.settings_problems``) and the recipe's (``recipe_problems``)."""
+    coerce_command_line_scalars(config, schema)
+    return schema_problems(config, schema) or settings_problems(config, methods) + recipe_problems(config)
 
 
 def key_path(parts) -> str:
@@ -163,7 +194,7 @@ def recipe_problems(config: dict) -> list[str]:
             problems.append(
                 f"{where}.training: frozen_epochs + finetune_epochs is 0, a run that trains nothing; set either to 1 or more"
             )
-        if data["image_encoder"] == "small-cnn" and training["pretrained"] and name not in ("synthetic-coco", "synthetic-cub"):
+        if data["image_encoder"] == "small-cnn" and training["pretrained"] and name not in SYNTHETIC_FORMAT:
             problems.append(
                 f"{where}: a pretrained small-cnn exists only for the synthetic datasets (the pretrain stage draws "
                 f"their worlds); set training.pretrained: false, or use resnet50 or resnet152"

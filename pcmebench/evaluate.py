@@ -1,4 +1,4 @@
-"""Evaluate one run's test embeddings: retrieval metrics of every protocol and the sigma-uncertainty analysis.
+"""Evaluate one run's test embeddings: the retrieval metrics of every protocol and scoring, then the σ analysis.
 
     python -m pcmebench.evaluate --prepared work/prepared/synthetic-coco \
         --embeddings work/runs/synthetic-coco/pcme/seed0/embeddings_test.safetensors \
@@ -6,51 +6,19 @@
         --uncertainty RUN/uncertainty.csv --uncertainty-summary RUN/uncertainty_summary.csv \
         --settings '{"dataset": "synthetic-coco", "method": "pcme", "seed": 0, ...}' [--threads N] [--device auto]
 
-Protocols: ``pcmebench.protocols``; score matrices: ``pcmebench.scoring``;
-metrics: the ``metrics`` package. Files written (atomically), values in percent:
+Pass 1, retrieval: every task of the dataset's protocols (``pcmebench.protocols``) on the score
+matrix of every scoring of the method (``pcmebench.scoring``), measured per query by the
+``metrics`` package: ``per_query.parquet``, and its means, ``metrics.csv`` (on 1K the mean of the
+folds' means, as the original computes 1K; RSUM on 1K and 5K).
 
-- ``metrics.csv``: dataset, method, seed, protocol, scoring, direction, metric, value.
-  Each value is the mean of the metric's per-query values; on 1K the mean of the
-  folds' means, as the original's 1K (``pcmebench.tables.weighted_means``; it differs
-  from the mean over every fold's queries only where folds have different numbers of
-  evaluated queries, as PMRP's with unlabeled images: logged). RSUM (direction
-  ``both``) = R@1 + R@5 + R@10 of both directions on 1K and 5K.
-- ``per_query.parquet``: protocol, scoring, direction, query, metric, value, weight:
-  every per-query value behind metrics.csv (query = row of the query in the test split:
-  image row for i2t, caption row for t2i) and its weight in the metric's mean (1; on 1K
-  1 / the fold's evaluated queries); excluded queries have no row.
-- ``queries.parquet``: direction, query, u, sum_sigma_sq, true_matches: u = the method's own
-  uncertainty statistic (its registry entry's first; PCME's: the mean over dimensions of log
-  sigma) and sum_sigma_sq = sum over dimensions of sigma^2, for a probabilistic method (NaN
-  otherwise, and where the method does not list it), true_matches = the query's number of
-  matches in the complete synthetic ground truth (NaN on real data).
-- ``uncertainty.csv``: dataset, method, seed, protocol, scoring, direction, uncertainty,
-  bin, u_low, u_high, queries, metric, value: a probabilistic method's queries (those its
-  registry entry marks probabilistic) in 10 equal-count bins of each uncertainty statistic the
-  entry lists (PCME: ``mean_log_sigma``, u; ``sum_sigma_sq``, the sum of sigma^2, PCME++'s),
-  with the method's own scoring (PCME: ``match-prob``): R@1 and PMRP (1K) or R-P (CUB, full)
-  per bin, on protocol 1K (COCO format) or CUB (CUB format), and full on synthetic data, for
-  each statistic; and PCME++'s analysis, sum_sigma_sq bins (else the method's own statistic's)
-  of 5K R@1 (protocol 5K) and of ECCV mAP@R and CxC R@1 (protocol ECCV, each over its own queries), where those
-  protocols run (real COCO). The metric column names the measure; the protocol says on
-  which positives. Other methods: the header only.
-- ``uncertainty_summary.csv``: dataset, method, seed, protocol, scoring, direction,
-  uncertainty, statistic, value on 1K / CUB / full, for each uncertainty statistic:
-  ``spearman_u_rank`` (the statistic against the rank of the first correct item),
-  ``pearson_bin_r1`` (bin index against per-bin R@1), ``auroc_u`` (the statistic
-  predicting an R@1 failure), ``spearman_u_log_matches`` (synthetic: the statistic
-  against the log of the true number of matches; protocol full, with its 95% bootstrap
-  interval over queries as ``spearman_u_log_matches_ci_low`` / ``_ci_high``, and its length
-  controls: ``partial_spearman_u_log_matches``, the partial rank correlation given the query's
-  length, and ``within_length_spearman_u_log_matches``, the mean of the correlations within each
-  length of at least 50 queries weighted by their queries; length = a caption's word count, an
-  image's number of instance categories on the COCO format), all with the
-  method's own scoring; and ``auroc_margin`` (uncertainty ``score_margin``: the negative top-1
-  minus top-2 score margin predicting an R@1 failure) for every method with its own
-  scoring (cosine, max-cosine, match-prob). A statistic that is undefined (e.g. no
-  failure) is logged, not written.
+Pass 2, the σ analysis, on the per-query values of the method's own scoring: a probabilistic
+method's queries in equal-count bins of each of its uncertainty statistics, with the statistics that
+relate them to failure and, on synthetic data, to the true number of matches (``uncertainty.csv``,
+``uncertainty_summary.csv``); the score-margin baseline for every method; each query's statistics
+(``queries.parquet``).
 
-Queries left out of a metric (no positive, no label) are counted in the log.
+Every file is written atomically; its columns are documented in results/README.md. Queries left out
+of a metric and statistics that are undefined (e.g. no failure) are logged, not written.
 """
 
 from __future__ import annotations
@@ -59,7 +27,7 @@ import argparse
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +50,7 @@ from metrics import (
     within_strata_spearman,
 )
 from pcmebench.files import atomic_write
-from pcmebench.protocols import DIRECTIONS, PMRP_ZETAS, EvaluationSplit, RetrievalTask, protocol_tasks
+from pcmebench.protocols import PMRP_ZETAS, EvaluationSplit, RetrievalTask, protocol_tasks
 from pcmebench.runs import add_stage_arguments, parse_stage_arguments, resolve_device
 from pcmebench.scoring import Embeddings, load_embeddings, score_matrix, scorings_for, uncertainty_statistics
 from pcmebench.tables import (
@@ -94,18 +62,25 @@ from pcmebench.tables import (
     UNCERTAINTY_SUMMARY_COLUMNS,
     weighted_means,
 )
-from pcmebench.vocabulary import PCMEPP_PROTOCOLS
+from pcmebench.vocabulary import (
+    BOTH,
+    DIRECTIONS,
+    FULL_PROTOCOL,
+    MARGIN,
+    PCMEPP_PROTOCOLS,
+    PCMEPP_STATISTIC,
+    RSUM,
+    RSUM_PROTOCOLS,
+    UNCERTAINTY_PROTOCOLS,
+    rsum,
+)
 
 log = logging.getLogger("pcmebench.evaluate")
 
-RSUM_PROTOCOLS = ("1K", "5K")
-RSUM_PARTS = ("R@1", "R@5", "R@10")
-UNCERTAINTY_PROTOCOLS = ("1K", "CUB", "full")
-PCMEPP_STATISTIC = "sum_sigma_sq"
-MARGIN = "score_margin"
 N_BINS = 10
 SPEARMAN_REPLICATES = 1000  # bootstrap resamples of the queries for the interval of spearman_u_log_matches
 MIN_STRATUM = 50  # queries of one length for its within-length Spearman to count
+ANALYSED_PROTOCOLS = UNCERTAINTY_PROTOCOLS + PCMEPP_PROTOCOLS  # the protocols whose tasks the σ analysis reads
 
 
 @dataclass
@@ -141,6 +116,7 @@ def check_alignment(embeddings: Embeddings, split: EvaluationSplit, prepared_dir
 
 
 def check_settings(settings: dict, embeddings: Embeddings) -> None:
+    """--settings must name the run, and the dataset and method the embeddings were made for."""
     missing = [k for k in RUN_COLUMNS if k not in settings]
     if missing:
         raise ValueError(f"--settings lacks {missing}; it needs at least dataset, method and seed")
@@ -148,6 +124,29 @@ def check_settings(settings: dict, embeddings: Embeddings) -> None:
         recorded = embeddings.settings.get(key)
         if recorded is not None and recorded != settings[key]:
             raise ValueError(f"{embeddings.path}: embeddings of {key} {recorded!r}, but the evaluation is for {settings[key]!r}")
+
+
+# --- pass 1: retrieval, every scoring ----------------------------------------------------------
+
+
+def _score_tasks(
+    tasks: list[RetrievalTask], embeddings: Embeddings, scoring: str, device, margins: bool
+) -> list[dict[str, np.ndarray]]:
+    """Each task's per-query values on one scoring; with ``margins``, also each query's top-1 minus
+    top-2 score margin (key MARGIN) on the tasks the σ analysis reads (it needs the scores)."""
+    started = time.perf_counter()
+    matrix = score_matrix(embeddings, scoring, device)
+    scored = time.perf_counter()
+    results = []
+    for task in tasks:
+        scores = task.scores(matrix)
+        values = _per_query_values(task, scores)
+        if margins and task.protocol in ANALYSED_PROTOCOLS:
+            values[MARGIN] = score_margin(scores)
+        results.append(values)
+    del matrix
+    log.info("%s: scores %.2f s, metrics %.2f s", scoring, scored - started, time.perf_counter() - scored)
+    return results
 
 
 def _per_query_values(task: RetrievalTask, scores: np.ndarray) -> dict[str, np.ndarray]:
@@ -175,26 +174,55 @@ def _log_exclusions(task: RetrievalTask, values: dict[str, np.ndarray]) -> None:
 
 
 def _reported_metrics(task: RetrievalTask) -> dict[str, str]:
+    """{per-query key: the metric's name in the tables} of a task's reported metrics."""
     names = dict(task.metrics)
     if task.pmrp_labels is not None:
         names.update({f"PMRP@{z}": f"PMRP@{z}" for z in PMRP_ZETAS} | {"PMRP": "PMRP"})
     return names
 
 
+def _per_query_table(tasks: list[RetrievalTask], values: dict[str, list[dict]]) -> tuple[pd.DataFrame, pd.Series]:
+    """per_query.parquet from {scoring: each task's per-query values}, and each row's fold.
+
+    A row's weight in its metric's mean is 1, on 1K 1 / its fold's evaluated queries: the mean of fold means.
+    """
+    parts, folds = [], []
+    for scoring, results in values.items():
+        for task, result in zip(tasks, results, strict=True):
+            for key, name in _reported_metrics(task).items():
+                defined = ~np.isnan(result[key])
+                weight = 1.0 / max(1, int(defined.sum())) if task.protocol == "1K" else 1.0
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "protocol": task.protocol,
+                            "scoring": scoring,
+                            "direction": task.direction,
+                            "query": task.queries[defined],
+                            "metric": name,
+                            "value": result[key][defined],
+                            "weight": weight,
+                        }
+                    )
+                )
+                folds.append(np.full(int(defined.sum()), task.fold))
+    per_query = pd.concat(parts, ignore_index=True)[PER_QUERY_COLUMNS]
+    per_query["query"] = per_query["query"].astype(np.int64)
+    return per_query, pd.Series(np.concatenate(folds))
+
+
 def _metric_table(per_query: pd.DataFrame, run: dict) -> pd.DataFrame:
     """metrics.csv: the (weighted) mean of every (protocol, scoring, direction, metric) group, plus RSUM."""
     keys = ["protocol", "scoring", "direction", "metric"]
     means = weighted_means(per_query, keys)
-    rsum = []
+    rsums = []
     for (protocol, scoring), group in means[means["protocol"].isin(RSUM_PROTOCOLS)].groupby(["protocol", "scoring"], sort=False):
-        parts = group[group["metric"].isin(RSUM_PARTS)]
-        if len(parts) == 2 * len(RSUM_PARTS):
-            rsum.append(
-                {"protocol": protocol, "scoring": scoring, "direction": "both", "metric": "RSUM", "value": parts["value"].sum()}
-            )
-        else:
+        total = rsum(dict(zip(zip(group["direction"], group["metric"]), group["value"])))
+        if total is None:
             log.warning("%s %s: RSUM left out, R@1/5/10 of both directions are not all defined", protocol, scoring)
-    table = pd.concat([means, pd.DataFrame(rsum, columns=[*keys, "value"])], ignore_index=True)
+        else:
+            rsums.append({"protocol": protocol, "scoring": scoring, "direction": BOTH, "metric": RSUM, "value": total})
+    table = pd.concat([means, pd.DataFrame(rsums, columns=[*keys, "value"])], ignore_index=True)
     return _with_run(table, run)[METRICS_COLUMNS]
 
 
@@ -207,6 +235,9 @@ def _log_fold_means(per_query: pd.DataFrame, folds: pd.Series) -> None:
         pooled, by_fold = group["value"].mean(), group.groupby("fold")["value"].mean().mean()
         if abs(pooled - by_fold) > 1e-9:
             log.info("1K %s %s %s: mean of fold means %.4f (reported), mean over queries %.4f", *key, by_fold, pooled)
+
+
+# --- pass 2: the σ analysis, on the method's own scoring --------------------------------------
 
 
 @dataclass
@@ -236,13 +267,18 @@ def _binned_metrics(task: RetrievalTask) -> dict[str, str]:
 
 
 def _analysis_arrays(
-    tasks: list[RetrievalTask], results: list[dict], margins: list[np.ndarray], n_queries: dict, statistics: tuple[str, ...]
+    tasks: list[RetrievalTask], results: list[dict], n_queries: dict, statistics: tuple[str, ...]
 ) -> list[_Analysis]:
-    """``statistics``: the method's uncertainty statistics; PCME++'s protocols bin by its
-    PCMEPP_STATISTIC where the method has it, else by the method's own."""
+    """The σ analysis's arrays from each task's per-query values (with MARGIN) on the method's own scoring.
+
+    ``statistics``: the method's uncertainty statistics; PCME++'s protocols bin by its
+    PCMEPP_STATISTIC where the method has it, else by the method's own.
+    """
     pcmepp = (PCMEPP_STATISTIC,) if PCMEPP_STATISTIC in statistics else statistics[:1]
     out: dict[tuple[str, str, str], _Analysis] = {}
-    for task, values, margin in zip(tasks, results, margins):
+    for task, values in zip(tasks, results, strict=True):
+        if task.protocol not in ANALYSED_PROTOCOLS:
+            continue
         key = (task.protocol, task.direction, task.positives_source)  # the folds of 1K share one
         if key not in out:
             size = n_queries[task.direction]
@@ -254,155 +290,116 @@ def _analysis_arrays(
         analysis = out[key]
         for name in {"R@1", "first_rank", *analysis.binned}:
             analysis.values.setdefault(name, np.full(len(analysis.margin), np.nan))[task.queries] = values[name]
-        analysis.margin[task.queries] = margin
+        analysis.margin[task.queries] = values[MARGIN]
     return list(out.values())
 
 
-def _uncertainty_tables(
-    analyses: list[_Analysis], scoring: str, u: dict | None, true_matches: dict, synthetic: bool, lengths: dict | None = None
-):
-    """Bins and summary statistics of one scoring: u-based ones where ``u`` is given, the margin baseline always.
+@dataclass
+class _Summary:
+    """uncertainty_summary.csv's rows of one scoring; an undefined (NaN) statistic is logged instead."""
 
-    ``u``: {statistic name: {direction: per-query values}}, e.g. mean_log_sigma and sum_sigma_sq.
-    ``lengths``: {direction: per-query values} of the obvious confound of ambiguity, a caption's word
-    count (t2i) and an image's number of instance categories (i2t, COCO format).
-    """
-    bins, summary = [], []
+    scoring: str
+    rows: list[dict] = field(default_factory=list)
 
-    def statistic(protocol, direction, uncertainty, name, value):
+    def add(self, protocol: str, direction: str, uncertainty: str, statistic: str, value: float) -> None:
         if np.isnan(value):
             log.warning(
                 "%s %s %s %s of %s: undefined (e.g. no failure or a constant input), not written",
-                protocol, scoring, direction, name, uncertainty,
+                protocol, self.scoring, direction, statistic, uncertainty,
             )  # fmt: skip
         else:
-            summary.append(
-                {"protocol": protocol, "scoring": scoring, "direction": direction, "uncertainty": uncertainty,
-                 "statistic": name, "value": value}
+            self.rows.append(
+                {"protocol": protocol, "scoring": self.scoring, "direction": direction, "uncertainty": uncertainty,
+                 "statistic": statistic, "value": value}
             )  # fmt: skip
 
+
+def _bins(analysis: _Analysis, query_u: np.ndarray, evaluated: np.ndarray) -> tuple[pd.DataFrame | None, float]:
+    """The bins of one statistic on one analysis, and the Pearson correlation of bin index with per-bin R@1 (NaN without)."""
+    binned = {label: analysis.values[key] for key, label in analysis.binned.items()}
+    in_bins = evaluated & ~np.isnan(next(iter(binned.values())))
+    if in_bins.sum() < N_BINS:
+        log.warning(
+            "%s %s: %d queries, fewer than %d bins; no bins", analysis.protocol, analysis.direction, in_bins.sum(), N_BINS
+        )
+        return None, float("nan")
+    table = uncertainty_bins(query_u[in_bins], {k: v[in_bins] for k, v in binned.items()}, N_BINS)
+    r1 = table[table["metric"] == "R@1"]
+    return table, pearson(r1["bin"].to_numpy(), r1["value"].to_numpy()) if len(r1) else float("nan")
+
+
+def _uncertainty_tables(
+    analyses: list[_Analysis], scoring: str, u: dict | None, true_matches: dict | None, lengths: dict
+) -> tuple[list[pd.DataFrame], list[dict]]:
+    """Bins and summary statistics of one scoring: u-based ones where ``u`` is given, the margin baseline always.
+
+    ``u``: {statistic name: {direction: per-query values}}, e.g. mean_log_sigma and sum_sigma_sq.
+    ``true_matches``: {direction: each query's number of true matches}, on synthetic data (else None).
+    ``lengths``: {direction: per-query values or None} of the obvious confound of ambiguity, a
+    caption's word count (t2i) and an image's number of instance categories (i2t, COCO format).
+    """
+    bins, summary = [], _Summary(scoring)
     for a in analyses:
         evaluated = ~np.isnan(a.values["R@1"])
         failure = np.where(evaluated, a.values["R@1"] == 0, np.nan)
         for name in a.statistics if u is not None else ():
             query_u = u[name][a.direction]
-            binned = {label: a.values[key] for key, label in a.binned.items()}
-            pearson_r1 = float("nan")
-            in_bins = evaluated & ~np.isnan(next(iter(binned.values())))
-            if in_bins.sum() >= N_BINS:
-                table = uncertainty_bins(query_u[in_bins], {k: v[in_bins] for k, v in binned.items()}, N_BINS)
+            table, pearson_r1 = _bins(a, query_u, evaluated)
+            if table is not None:
                 bins.append(table.assign(protocol=a.protocol, scoring=scoring, direction=a.direction, uncertainty=name))
-                r1 = table[table["metric"] == "R@1"]
-                if len(r1):
-                    pearson_r1 = pearson(r1["bin"].to_numpy(), r1["value"].to_numpy())
-            else:
-                log.warning("%s %s: %d queries, fewer than %d bins; no bins", a.protocol, a.direction, in_bins.sum(), N_BINS)
             if a.summary:
-                statistic(a.protocol, a.direction, name, "spearman_u_rank", spearman(query_u, a.values["first_rank"]))
-                statistic(a.protocol, a.direction, name, "pearson_bin_r1", pearson_r1)
-                statistic(a.protocol, a.direction, name, "auroc_u", auroc(query_u, failure))
+                summary.add(a.protocol, a.direction, name, "spearman_u_rank", spearman(query_u, a.values["first_rank"]))
+                summary.add(a.protocol, a.direction, name, "pearson_bin_r1", pearson_r1)
+                summary.add(a.protocol, a.direction, name, "auroc_u", auroc(query_u, failure))
         if a.summary:
-            statistic(a.protocol, a.direction, MARGIN, "auroc_margin", auroc(-a.margin, failure))
-    if u is not None and synthetic:
-        for name in u:
-            for direction in DIRECTIONS:
-                matches = true_matches[direction]
-                log_matches = np.where(matches > 0, np.log(np.where(matches > 0, matches, 1)), np.nan)
-                statistic("full", direction, name, "spearman_u_log_matches", spearman(u[name][direction], log_matches))
-                low, high = spearman_interval(u[name][direction], log_matches, SPEARMAN_REPLICATES)
-                statistic("full", direction, name, "spearman_u_log_matches_ci_low", low)
-                statistic("full", direction, name, "spearman_u_log_matches_ci_high", high)
-                length = (lengths or {}).get(direction)
-                if length is not None:
-                    control = partial_spearman(u[name][direction], log_matches, length)
-                    statistic("full", direction, name, "partial_spearman_u_log_matches", control)
-                    within = within_strata_spearman(u[name][direction], log_matches, length, MIN_STRATUM)
-                    statistic("full", direction, name, "within_length_spearman_u_log_matches", within)
-    return bins, summary
+            summary.add(a.protocol, a.direction, MARGIN, "auroc_margin", auroc(-a.margin, failure))
+    if u is not None and true_matches is not None:
+        _ambiguity_statistics(u, true_matches, lengths, summary)
+    return bins, summary.rows
 
 
-def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | None = None, eccv_data=None) -> Evaluation:
-    """Every table of one run (see the module docstring)."""
-    prepared = PreparedDataset(prepared_dir)
-    split = EvaluationSplit.from_prepared(prepared, "test")
-    embeddings = load_embeddings(embeddings_path)
-    check_settings(settings, embeddings)
-    check_alignment(embeddings, split, prepared_dir)
-    dataset, method = settings["dataset"], settings["method"]
-    run = {k: settings[k] for k in RUN_COLUMNS}
-    scorings = scorings_for(method)
-    entry = embeddings.method  # the method's registry entry (check_settings: the same method)
-    run_device = resolve_device(device or settings.get("device", "auto"))
-    synthetic = dataset in SYNTHETIC_FORMAT
-    tasks = protocol_tasks(split, dataset, prepared.raw_root, eccv_data)
-    n_queries = {"i2t": split.n_images, "t2i": split.n_captions}
-    log.info(
-        "%s %s seed %s: %d images, %d captions; %d tasks (%s); scorings %s on %s",
-        dataset, method, run["seed"], split.n_images, split.n_captions, len(tasks),
-        ", ".join(sorted({t.protocol for t in tasks})), list(scorings), run_device,
-    )  # fmt: skip
+def _ambiguity_statistics(u: dict, true_matches: dict, lengths: dict, summary: _Summary) -> None:
+    """Synthetic data: each statistic against the log of the query's true number of matches (protocol
+    full), with its bootstrap interval over queries and its controls for the query's length."""
+    for name in u:
+        for direction in DIRECTIONS:
+            matches, query_u = true_matches[direction], u[name][direction]
+            log_matches = np.where(matches > 0, np.log(np.where(matches > 0, matches, 1)), np.nan)
+            summary.add(FULL_PROTOCOL, direction, name, "spearman_u_log_matches", spearman(query_u, log_matches))
+            low, high = spearman_interval(query_u, log_matches, SPEARMAN_REPLICATES)
+            summary.add(FULL_PROTOCOL, direction, name, "spearman_u_log_matches_ci_low", low)
+            summary.add(FULL_PROTOCOL, direction, name, "spearman_u_log_matches_ci_high", high)
+            length = lengths.get(direction)
+            if length is not None:
+                control = partial_spearman(query_u, log_matches, length)
+                summary.add(FULL_PROTOCOL, direction, name, "partial_spearman_u_log_matches", control)
+                within = within_strata_spearman(query_u, log_matches, length, MIN_STRATUM)
+                summary.add(FULL_PROTOCOL, direction, name, "within_length_spearman_u_log_matches", within)
 
-    u = uncertainty_statistics(embeddings) if embeddings.is_probabilistic else None
-    lengths = {"t2i": split.caption_words, "i2t": split.labels.sum(axis=1) if split.format == "coco" else None}
+
+def _true_matches(tasks: list[RetrievalTask], n_queries: dict) -> dict[str, np.ndarray]:
+    """Each query's number of matches in the complete synthetic ground truth (protocol full); NaN elsewhere."""
     true_matches = {d: np.full(n_queries[d], np.nan) for d in DIRECTIONS}
     for task in tasks:
-        if task.protocol == "full":
+        if task.protocol == FULL_PROTOCOL:
             true_matches[task.direction][task.queries] = task.positives.sum(axis=1)
+    return true_matches
 
-    per_query_parts, folds, bins, summary = [], [], [], []
-    for number, scoring in enumerate(scorings):
-        started = time.perf_counter()
-        matrix = score_matrix(embeddings, scoring, run_device)
-        scored = time.perf_counter()
-        analysed_tasks, results, margins = [], [], []
-        for task in tasks:
-            scores = task.scores(matrix)
-            values = _per_query_values(task, scores)
-            if number == 0:
-                _log_exclusions(task, values)
-            for key, name in _reported_metrics(task).items():
-                defined = ~np.isnan(values[key])
-                weight = 1.0 / max(1, int(defined.sum())) if task.protocol == "1K" else 1.0  # 1K: the mean of fold means
-                per_query_parts.append(
-                    pd.DataFrame(
-                        {
-                            "protocol": task.protocol,
-                            "scoring": scoring,
-                            "direction": task.direction,
-                            "query": task.queries[defined],
-                            "metric": name,
-                            "value": values[key][defined],
-                            "weight": weight,
-                        }
-                    )
-                )
-                folds.append(np.full(int(defined.sum()), task.fold))
-            if number == 0 and task.protocol in UNCERTAINTY_PROTOCOLS + PCMEPP_PROTOCOLS:  # the method's own scoring
-                analysed_tasks.append(task)
-                results.append(values)
-                margins.append(score_margin(scores))
-        if analysed_tasks:
-            analyses = _analysis_arrays(analysed_tasks, results, margins, n_queries, entry.statistics)
-            with_u = u if scoring == entry.primary_scoring else None
-            scoring_bins, scoring_summary = _uncertainty_tables(analyses, scoring, with_u, true_matches, synthetic, lengths)
-            bins += scoring_bins
-            summary += scoring_summary
-        del matrix
-        log.info("%s: scores %.2f s, metrics %.2f s", scoring, scored - started, time.perf_counter() - scored)
 
-    per_query = pd.concat(per_query_parts, ignore_index=True)[PER_QUERY_COLUMNS]
-    per_query["query"] = per_query["query"].astype(np.int64)
-    _log_fold_means(per_query, pd.Series(np.concatenate(folds)))
-    metrics_table = _metric_table(per_query, run)
+def _queries_table(u: dict | None, own_statistic: str | None, true_matches: dict, n_queries: dict) -> pd.DataFrame:
+    """queries.parquet: each query's own uncertainty statistic (u), Σσ² and true number of matches (NaN where undefined)."""
 
-    queries = pd.concat(
+    def statistic(name, direction):
+        return u[name][direction] if u and name in u else np.full(n_queries[direction], np.nan)
+
+    return pd.concat(
         [
             pd.DataFrame(
                 {
                     "direction": d,
                     "query": np.arange(n_queries[d], dtype=np.int64),
-                    "u": u[entry.uncertainty_statistic][d] if u is not None else np.full(n_queries[d], np.nan),
-                    "sum_sigma_sq": u[PCMEPP_STATISTIC][d] if u and PCMEPP_STATISTIC in u else np.full(n_queries[d], np.nan),
+                    "u": statistic(own_statistic, d),
+                    "sum_sigma_sq": statistic(PCMEPP_STATISTIC, d),
                     "true_matches": true_matches[d],
                 }
             )
@@ -410,10 +407,50 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
         ],
         ignore_index=True,
     )[QUERIES_COLUMNS]
-    uncertainty = _with_run(pd.concat(bins, ignore_index=True) if bins else pd.DataFrame(columns=UNCERTAINTY_COLUMNS[3:]), run)
-    summary_table = _with_run(pd.DataFrame(summary, columns=UNCERTAINTY_SUMMARY_COLUMNS[3:]), run)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | None = None, eccv_data=None) -> Evaluation:
+    """Every table of one run: pass 1, retrieval on every scoring; pass 2, the σ analysis on the method's own."""
+    prepared = PreparedDataset(prepared_dir)
+    split = EvaluationSplit.from_prepared(prepared, "test")
+    embeddings = load_embeddings(embeddings_path)
+    check_settings(settings, embeddings)
+    check_alignment(embeddings, split, prepared_dir)
+    dataset, method = settings["dataset"], settings["method"]
+    run = {k: settings[k] for k in RUN_COLUMNS}
+    entry = embeddings.method  # the method's registry entry (check_settings: the same method)
+    scorings, own = scorings_for(method), entry.primary_scoring
+    run_device = resolve_device(device or settings.get("device", "auto"))
+    tasks = protocol_tasks(split, dataset, prepared.raw_root, eccv_data)
+    log.info(
+        "%s %s seed %s: %d images, %d captions; %d tasks (%s); scorings %s on %s",
+        dataset, method, run["seed"], split.n_images, split.n_captions, len(tasks),
+        ", ".join(sorted({t.protocol for t in tasks})), list(scorings), run_device,
+    )  # fmt: skip
+
+    values = {scoring: _score_tasks(tasks, embeddings, scoring, run_device, scoring == own) for scoring in scorings}
+    for task, result in zip(tasks, values[own], strict=True):
+        _log_exclusions(task, result)  # the same queries for every scoring
+    per_query, folds = _per_query_table(tasks, values)
+    _log_fold_means(per_query, folds)
+
+    n_queries = {"i2t": split.n_images, "t2i": split.n_captions}
+    u = uncertainty_statistics(embeddings) if embeddings.is_probabilistic else None
+    true_matches = _true_matches(tasks, n_queries)
+    lengths = {"t2i": split.caption_words, "i2t": split.labels.sum(axis=1) if split.format == "coco" else None}
+    analyses = _analysis_arrays(tasks, values[own], n_queries, entry.statistics)
+    synthetic_matches = true_matches if dataset in SYNTHETIC_FORMAT else None
+    bins, summary = _uncertainty_tables(analyses, own, u, synthetic_matches, lengths)
+    uncertainty = pd.concat(bins, ignore_index=True) if bins else pd.DataFrame(columns=UNCERTAINTY_COLUMNS[3:])
     return Evaluation(
-        metrics_table, per_query, queries, uncertainty[UNCERTAINTY_COLUMNS], summary_table[UNCERTAINTY_SUMMARY_COLUMNS]
+        _metric_table(per_query, run),
+        per_query,
+        _queries_table(u, entry.uncertainty_statistic, true_matches, n_queries),
+        _with_run(uncertainty, run)[UNCERTAINTY_COLUMNS],
+        _with_run(pd.DataFrame(summary, columns=UNCERTAINTY_SUMMARY_COLUMNS[3:]), run)[UNCERTAINTY_SUMMARY_COLUMNS],
     )
 
 

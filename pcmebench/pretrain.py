@@ -114,11 +114,43 @@ def pretrain(dataset: str, settings: dict, output, threads: int | None = None) -
     pixels = torch.stack([resize(T.functional.pil_to_tensor(image)) for image in images])  # uint8: 4x less memory
     targets = torch.from_numpy(labels)
     drawing_seconds = time.perf_counter() - began
-    normalise = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
     torch.manual_seed(recipe["seed"])
     backbone = SmallCNN()
     classifier = nn.Linear(backbone.feature_dims.global_dim, len(names))
+    history = fit(dataset, backbone, classifier, pixels, targets, recipe, flip)
+
+    weights = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
+    record = {
+        "dataset": dataset,
+        "labels": names,
+        "settings": settings,
+        "drawing_seconds": drawing_seconds,
+        "wall_seconds": time.perf_counter() - began,
+        "history": history,
+        "code_version": code_version(),
+    }
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"dataset": dataset, "settings": json.dumps(settings, sort_keys=True)}
+    write_safetensors(output, weights, metadata)
+    atomic_write(output.with_suffix(".json"), lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
+    return record
+
+
+def fit(
+    dataset: str,
+    backbone: nn.Module,
+    classifier: nn.Linear,
+    pixels: torch.Tensor,
+    targets: torch.Tensor,
+    recipe: dict,
+    flip: bool,
+) -> list[dict]:
+    """Train ``backbone`` and ``classifier`` on the uint8 ``pixels`` and multi-hot ``targets`` (AdamW,
+    one-cycle rate, binary cross-entropy per label; ``flip`` mirrors half of each batch); each epoch's
+    mean loss and percentage of images with every label right."""
+    normalise = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     parameters = list(backbone.parameters()) + list(classifier.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=recipe["lr"], weight_decay=1e-4)
     batch = recipe["batch_size"]
@@ -147,23 +179,7 @@ def pretrain(dataset: str, settings: dict, output, threads: int | None = None) -
         row = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "exact_match": 100 * correct / (steps_per_epoch * batch)}
         history.append(row)
         log.info("epoch %d: loss %.4f, images with every label right %.1f%%", epoch + 1, row["loss"], row["exact_match"])
-
-    weights = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
-    record = {
-        "dataset": dataset,
-        "labels": names,
-        "settings": settings,
-        "drawing_seconds": drawing_seconds,
-        "wall_seconds": time.perf_counter() - began,
-        "history": history,
-        "code_version": code_version(),
-    }
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"dataset": dataset, "settings": json.dumps(settings, sort_keys=True)}
-    write_safetensors(output, weights, metadata)
-    atomic_write(output.with_suffix(".json"), lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
-    return record
+    return history
 
 
 def main(argv=None) -> None:

@@ -17,7 +17,8 @@ COCO format (``coco``, ``synthetic-coco``):
 - ``1K``: consecutive blocks of 1,000 images with their captions (on COCO, the five
   folds of the 5K set, each 5,000 consecutive caption ids: the same folds as the
   ECCV Caption package's COCO 1K); the same metrics within each fold, and the
-  value is the mean over every fold's queries. A split with fewer than 1,000
+  value is the mean of the folds' values (the evaluation stage weighs each fold's
+  queries by 1 / their number, as the original computes 1K). A split with fewer than 1,000
   images (the small synthetic ones) is one fold of all its images; images beyond
   the last full block are left out of 1K (logged).
 - ``ECCV`` (real ``coco`` only): the positives of ECCV Caption (Chun et al., ECCV
@@ -54,10 +55,10 @@ from corpora.cub import CubLayout
 from corpora.errors import DataError
 from corpora.prepared import PreparedDataset
 from corpora.readers import read_json
+from pcmebench.vocabulary import DIRECTIONS
 
 log = logging.getLogger("pcmebench.protocols")
 
-DIRECTIONS = ("i2t", "t2i")
 FOLD_IMAGES = 1000  # COCO 1K
 COCO_5K_IMAGES = 5000
 RECALLS = {"R@1": "R@1", "R@5": "R@5", "R@10": "R@10"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -88,12 +89,12 @@ class Precision:
 
 
 def merge_config(base: dict, update: dict) -> dict:
-    """``update`` merged into ``base`` key by key (nested mappings merge, other values replace), as
-    Snakemake merges a --configfile over the workflow's config; neither input changes."""
-    merged = dict(base)
-    for key, value in update.items():
-        both_mappings = isinstance(value, dict) and isinstance(base.get(key), dict)
-        merged[key] = merge_config(base[key], value) if both_mappings else value
+    """``update`` merged into a copy of ``base`` key by key (nested mappings merge, other values
+    replace), by Snakemake's own merge of a --configfile over the workflow's config; neither input changes."""
+    from snakemake.utils import update_config
+
+    merged = copy.deepcopy(base)
+    update_config(merged, update)
     return merged
 
 

@@ -24,7 +24,7 @@ UNCERTAINTY_COLUMNS = [
     *RUN_COLUMNS, "protocol", "scoring", "direction", "uncertainty", "bin", "u_low", "u_high", "queries", "metric", "value",
 ]  # fmt: skip
 UNCERTAINTY_SUMMARY_COLUMNS = [*RUN_COLUMNS, "protocol", "scoring", "direction", "uncertainty", "statistic", "value"]
-TRAIN_LOG_COLUMNS = ["epoch", "loss"]
+TRAIN_LOG_COLUMNS = ["epoch", "phase", "loss"]  # what the figures read; train.py writes more
 # run.json's keys that runs.csv reports.
 RUN_RECORD_KEYS = [
     "dataset", "method", "seed", "device", "epochs", "wall_seconds", "samples_per_second", "parameters",

@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -104,8 +105,7 @@ def make_optimizer(model: torch.nn.Module, training: dict, lr: float, fused: boo
     """A fresh AdamW over every parameter (frozen ones get no gradient and no step).
 
     Fused: one kernel over all tensors, the same update as PyTorch's default for-loop AdamW up to
-    rounding; the loop took 80-180 ms of a frozen-phase step on the CPU, fused 27 ms
-    (benchmarks/RESULTS.md, "Training step").
+    rounding, several times faster on the CPU (benchmarks/RESULTS.md, "Training step").
     """
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=training["weight_decay"], fused=fused)
 
@@ -154,6 +154,36 @@ def make_loader(pairs: CaptionPairs, training: dict, seed: int, device: torch.de
     )
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """What stays fixed through one run: its settings, its training settings (the method's batch size
+    applied), its folder, device, numeric precision and identity (``identity["config"]``: the settings'
+    hash, with the backbone's checksum)."""
+
+    settings: dict
+    training: dict
+    run_dir: Path
+    device: torch.device
+    precision: Precision
+    identity: dict
+
+    @property
+    def seed(self) -> int:
+        return self.settings["seed"]
+
+    @property
+    def epochs(self) -> int:
+        return self.training["frozen_epochs"] + self.training["finetune_epochs"]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    @property
+    def curve(self) -> Path:
+        return self.run_dir / "train_log.csv"
+
+
 def train(
     prepared_dir, run_dir, settings: dict, threads: int | None = None, stop_after_epoch: int | None = None, backbone=None
 ) -> dict | None:
@@ -168,36 +198,58 @@ def train(
     device = resolve_device(settings["device"])
     training = settings["dataset_settings"]["training"]
     batch_size = method_setting(settings, "batch_size")
-    if batch_size is not None:  # the method's own (PCME++ on synthetic-coco: README, deviations)
+    if batch_size is not None:  # the method's own (PCME++ on synthetic-coco: docs/deviations.md)
         training = {**training, "batch_size": batch_size}
-    seed = settings["seed"]
-    total_epochs = training["frozen_epochs"] + training["finetune_epochs"]
     config_hash = settings_hash(settings if backbone is None else {**settings, "backbone_sha256": file_sha256(backbone)})
 
-    torch.manual_seed(seed)
+    torch.manual_seed(settings["seed"])
     prepared = PreparedDataset(prepared_dir)
     identity = {"config": config_hash, "code": code_digest(), "prepared_data": prepared.content_sha256}
     model = model_for(settings, prepared)
-    grad_clip = method_setting(settings, "grad_clip")
     if backbone is not None:
         load_backbone(model.image_encoder, backbone)
     precision = Precision.for_run(training, device)
     model = model.to(device, memory_format=precision.memory_format)
+    run = TrainingRun(settings, training, run_dir, device, precision, identity)
     optimizer = make_optimizer(model, training, training["lr"])
-    history: list[dict] = []
-    start = 0
-    checkpoint_path = run_dir / CHECKPOINT
-    if checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path, device)
-        differences = identity_differences(state.get("identity"), identity)
-        if not differences:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            history, start = state["history"], state["epoch"] + 1
-            log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"] + 1)
-        else:
-            log.info("starting afresh: %s was written by another run (%s)", checkpoint_path, "; ".join(differences))
+    history, start = resume(run, model, optimizer)
+    loader = training_loader(run, prepared, threads)
 
+    for epoch in range(start, run.epochs):
+        phase, lr, frozen = phase_of(epoch, training)
+        if epoch == training["frozen_epochs"] and epoch > 0:
+            # fine-tuning starts with a new optimiser (and schedule), as train_*.py build a new engine
+            optimizer = make_optimizer(model, training, lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        row = {"epoch": epoch + 1, "phase": phase, "lr": lr, **train_epoch(run, model, optimizer, loader, epoch, frozen, history)}
+        history.append(row)
+        log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}))
+        save_progress(run, model, optimizer, epoch, history)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < run.epochs:
+            return None
+    return finish(run, model, history)
+
+
+def resume(run: TrainingRun, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[list[dict], int]:
+    """Restore the model and optimiser from the run's checkpoint when this run wrote it; the per-epoch
+    history so far and the 0-based epoch to start from (none and 0 when starting afresh)."""
+    if not run.checkpoint.is_file():
+        return [], 0
+    state = load_checkpoint(run.checkpoint, run.device)
+    differences = identity_differences(state.get("identity"), run.identity)
+    if differences:
+        log.info("starting afresh: %s was written by another run (%s)", run.checkpoint, "; ".join(differences))
+        return [], 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log.info("resuming from %s after epoch %d", run.checkpoint, state["epoch"] + 1)
+    return state["history"], state["epoch"] + 1
+
+
+def training_loader(run: TrainingRun, prepared: PreparedDataset, threads: int | None) -> DataLoader:
+    """The loader over the training splits' image-caption pairs, with the run's augmentation and caption noise."""
+    training, settings = run.training, run.settings
     splits = [prepared.split(name) for name in prepared.meta["train_splits"]]
     pairs = CaptionPairs(
         splits,
@@ -205,106 +257,119 @@ def train(
         CaptionNoise(training["word_drop"], training["word_drop_mode"]),
         training["cache_images"],
     )
-    loader = make_loader(pairs, training, seed, device, threads)
+    loader = make_loader(pairs, training, run.seed, run.device, threads)
     log.info(
         "%s / %s / seed %d on %s (%s, %d loader workers): %d pairs, %d epochs",
         settings["dataset"],
         settings["method"],
-        seed,
-        device,
-        precision.describe(),
+        run.seed,
+        run.device,
+        run.precision.describe(),
         loader.num_workers,
         len(pairs),
-        total_epochs,
+        run.epochs,
     )
+    return loader
 
-    for epoch in range(start, total_epochs):
-        phase, lr, frozen = phase_of(epoch, training)
-        if epoch == training["frozen_epochs"] and epoch > 0:
-            # fine-tuning starts with a new optimiser (and schedule), as train_*.py build a new engine
-            optimizer = make_optimizer(model, training, lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        model.set_phase(frozen)
-        model.set_epoch(epoch)
-        seed_epoch(seed, epoch)
-        loader.batch_sampler.set_epoch(epoch)
-        sums: dict[str, float] = {}
-        seen, began = 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{total_epochs}", mininterval=5, leave=False)
-        for step, (images, tokens, lengths, image_ids) in enumerate(bar):
-            images = images.to(device, non_blocking=True, memory_format=precision.memory_format)
-            with precision.autocast():
-                loss, stats = model(images, tokens.to(device), lengths, image_ids.to(device))
-            if not torch.isfinite(loss):
-                last = f"{checkpoint_path} (after epoch {history[-1]['epoch']})" if history else "none yet"
-                raise NonFiniteLossError(
-                    f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step + 1} of "
-                    f"{settings['dataset']}/{settings['method']}/seed {seed}; the last good checkpoint is {last}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters_to_clip(), grad_clip)
-            optimizer.step()
-            seen += len(image_ids)
-            for key, value in {"loss": loss.detach(), **stats}.items():
-                sums[key] = sums.get(key, 0.0) + value.float()  # stays on the device: no sync per step
-            bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{seen / (time.perf_counter() - began):.0f}", refresh=False)
-        if seen == 0:
-            raise ValueError(
-                f"{settings['dataset']}: no training batch of {training['batch_size']} pairs fits in its {len(pairs)} "
-                f"training pairs; lower dataset_settings.{settings['dataset']}.training.batch_size (or the method's "
-                f"method_settings.{settings['method']}.batch_size)"
+
+def train_epoch(
+    run: TrainingRun,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    epoch: int,
+    frozen: bool,
+    history: list[dict],
+) -> dict[str, float]:
+    """One epoch over ``loader`` (0-based ``epoch``; the optimiser's rate already set): the mean of the
+    loss and of each statistic the model returns, the wall time and the pairs per second."""
+    settings, device, precision = run.settings, run.device, run.precision
+    grad_clip = method_setting(settings, "grad_clip")
+    model.train()
+    model.set_phase(frozen)
+    model.set_epoch(epoch)
+    seed_epoch(run.seed, epoch)
+    loader.batch_sampler.set_epoch(epoch)
+    sums: dict[str, float] = {}
+    seen, began = 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.epochs}", mininterval=5, leave=False)
+    for step, (images, tokens, lengths, image_ids) in enumerate(bar):
+        images = images.to(device, non_blocking=True, memory_format=precision.memory_format)
+        with precision.autocast():
+            loss, stats = model(images, tokens.to(device), lengths, image_ids.to(device))
+        if not torch.isfinite(loss):
+            last = f"{run.checkpoint} (after epoch {history[-1]['epoch']})" if history else "none yet"
+            raise NonFiniteLossError(
+                f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step + 1} of "
+                f"{settings['dataset']}/{settings['method']}/seed {run.seed}; the last good checkpoint is {last}"
             )
-        steps = step + 1
-        wall = time.perf_counter() - began
-        row = {"epoch": epoch + 1, "phase": phase, "lr": lr, **{k: float(v) / steps for k, v in sums.items()}}
-        row.update(wall_seconds=wall, samples_per_second=seen / wall)
-        history.append(row)
-        log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}))
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch,
-            "history": history,
-            "identity": identity,
-        }
-        save_checkpoint(checkpoint_path, state)
-        write_curve(run_dir / "train_log.csv", history)
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < total_epochs:
-            return None
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters_to_clip(), grad_clip)
+        optimizer.step()
+        seen += len(image_ids)
+        for key, value in {"loss": loss.detach(), **stats}.items():
+            sums[key] = sums.get(key, 0.0) + value.float()  # stays on the device: no sync per step
+        bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{seen / (time.perf_counter() - began):.0f}", refresh=False)
+    if seen == 0:
+        raise ValueError(
+            f"{settings['dataset']}: no training batch of {run.training['batch_size']} pairs fits in its "
+            f"{len(loader.dataset)} training pairs; lower dataset_settings.{settings['dataset']}.training.batch_size "
+            f"(or the method's method_settings.{settings['method']}.batch_size)"
+        )
+    steps = step + 1
+    wall = time.perf_counter() - began
+    return {**{k: float(v) / steps for k, v in sums.items()}, "wall_seconds": wall, "samples_per_second": seen / wall}
 
+
+def save_progress(
+    run: TrainingRun, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict]
+) -> None:
+    """After 0-based ``epoch``: the checkpoint a rerun resumes from (with the run's identity) and the training log so far."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "history": history,
+        "identity": run.identity,
+    }
+    save_checkpoint(run.checkpoint, state)
+    write_curve(run.curve, history)
+
+
+def finish(run: TrainingRun, model: torch.nn.Module, history: list[dict]) -> dict:
+    """Write the final weights, the training log and ``run.json``; delete the checkpoint; return the run's record."""
+    settings, identity, device = run.settings, run.identity, run.device
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "settings": json.dumps(settings, sort_keys=True),
-        "settings_hash": config_hash,
+        "settings_hash": identity["config"],
         "run_identity": json.dumps(identity, sort_keys=True),
     }
-    write_safetensors(run_dir / "model.safetensors", weights, metadata)
+    write_safetensors(run.run_dir / "model.safetensors", weights, metadata)
     # The weights are out: the checkpoint has done its job, and kept it would make a forced rerun
     # of this run return these weights instead of training again.
-    checkpoint_path.unlink(missing_ok=True)
-    write_curve(run_dir / "train_log.csv", history)
+    run.checkpoint.unlink(missing_ok=True)
+    write_curve(run.curve, history)
     record = {
         "dataset": settings["dataset"],
         "method": settings["method"],
-        "seed": seed,
-        "epochs": total_epochs,
+        "seed": run.seed,
+        "epochs": run.epochs,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": precision.describe(),
+        "precision": run.precision.describe(),
         "wall_seconds": sum(r["wall_seconds"] for r in history),
         "samples_per_second": sum(r["samples_per_second"] for r in history) / len(history),
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "final_loss": history[-1]["loss"],
-        "config_hash": config_hash,
+        "config_hash": identity["config"],
         "code_version": code_version(),
         "code_digest": identity["code"],
         "prepared_data_sha256": identity["prepared_data"],
     }
-    atomic_write(run_dir / "run.json", lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
+    atomic_write(run.run_dir / "run.json", lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
     return record
 
 

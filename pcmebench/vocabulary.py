@@ -6,6 +6,9 @@ and the report name them with these constants.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 from corpora import SYNTHETIC_FORMAT, dataset_format
 from pcmebench.tables import ResultsError
 
@@ -18,8 +21,11 @@ BOTH = "both"  # the direction of metrics over both directions (RSUM)
 # The protocol of a dataset's headline numbers, by format: COCO's 1K folds, CUB's test classes.
 PRIMARY_PROTOCOL = {"coco": "1K", "cub": "CUB"}
 FULL_PROTOCOL = "full"  # synthetic data: the generator's complete ground truth
+# The protocols of the σ analysis's bins and summary statistics (those of uncertainty_protocols(dataset)).
+UNCERTAINTY_PROTOCOLS = (*PRIMARY_PROTOCOL.values(), FULL_PROTOCOL)
 # PCME++'s uncertainty analysis (Chun, ICLR 2024): bins of the sum of σ² on COCO 5K and ECCV Caption.
 PCMEPP_PROTOCOLS = ("5K", "ECCV")
+PCMEPP_STATISTIC = "sum_sigma_sq"  # the uncertainty statistic PCME++ bins by (models.registry.UNCERTAINTY_STATISTICS)
 
 # RSUM = R@1 + R@5 + R@10 of image-to-text plus the same of text-to-image (VSE++'s rsum), on these protocols.
 RSUM = "RSUM"
@@ -51,6 +57,18 @@ def primary_protocol(dataset: str) -> str:
 def uncertainty_protocols(dataset: str) -> list[str]:
     """The protocols of the σ analysis: the primary one, and the complete ground truth on synthetic data."""
     return [primary_protocol(dataset)] + ([FULL_PROTOCOL] if dataset in SYNTHETIC_FORMAT else [])
+
+
+Value = TypeVar("Value")  # a number or an array
+
+
+def rsum(parts: Mapping[tuple[str, str], Value]) -> Value | None:
+    """RSUM from ``parts`` {(direction, metric): value}: the sum of the RSUM_PARTS, in their order; None when one is missing.
+
+    The metrics table sums a run's values, the bootstrap the replicates' arrays (element-wise).
+    """
+    values = [parts.get(part) for part in RSUM_PARTS]
+    return None if any(value is None for value in values) else sum(values)
 
 
 def rank_in(order) -> callable:

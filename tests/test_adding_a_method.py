@@ -9,9 +9,12 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from tests.conftest import PACKAGES, REPO, SMOKE, SMOKE_RESULTS, copy_packages, preset, snakemake, tail
+
+pytestmark = pytest.mark.slow  # runs Snakemake
 
 SECTION = "## Adding a method"
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from metrics.bootstrap import resample_counts, series_replicates
 from pcmebench import aggregate as agg
+from pcmebench import tables
+from pcmebench.tables import SUMMARY_KEYS, ResultsError
 from tests.conftest import REPO
 
 PUBLISHED = REPO / "workflow" / "resources" / "published_numbers.csv"
@@ -39,13 +43,13 @@ def write_run(
             for q in range(queries)
             if direction == "i2t" or q % 5
         ]
-    per_query = pd.DataFrame(per_query, columns=agg.PER_QUERY_COLUMNS[:-1]).assign(weight=1.0)
+    per_query = pd.DataFrame(per_query, columns=tables.PER_QUERY_COLUMNS[:-1]).assign(weight=1.0)
     means = per_query.groupby(["protocol", "scoring", "direction", "metric"], sort=False)["value"].mean().reset_index()
     rsum = means[means["metric"].isin(RECALLS)]["value"].sum()
     metrics = pd.concat(
         [means, pd.DataFrame([{"protocol": "1K", "scoring": "cosine", "direction": "both", "metric": "RSUM", "value": rsum}])],
         ignore_index=True,
-    ).assign(dataset=dataset, method=method, seed=seed)[agg.METRICS_COLUMNS]
+    ).assign(dataset=dataset, method=method, seed=seed)[tables.METRICS_COLUMNS]
     metrics.to_csv(run / "metrics.csv", index=False)
     per_query.to_parquet(run / "per_query.parquet")
     identity = {"dataset": dataset, "method": method, "seed": seed}
@@ -55,13 +59,13 @@ def write_run(
              "u_low": b, "u_high": b + 1, "queries": 4, "metric": "R@1", "value": 50.0}
             for b in range(10 if method == "pcme" else 0)
         ],
-        columns=agg.UNCERTAINTY_COLUMNS,
+        columns=tables.UNCERTAINTY_COLUMNS,
     )  # fmt: skip
     uncertainty.to_csv(run / "uncertainty.csv", index=False)
     summary = pd.DataFrame(
         [{**identity, "protocol": "1K", "scoring": "cosine", "direction": "i2t", "uncertainty": "score_margin",
           "statistic": "auroc_margin", "value": 0.6}],
-        columns=agg.UNCERTAINTY_SUMMARY_COLUMNS,
+        columns=tables.UNCERTAINTY_SUMMARY_COLUMNS,
     )  # fmt: skip
     summary.to_csv(run / "uncertainty_summary.csv", index=False)
     record = {
@@ -79,28 +83,28 @@ def runs(tmp_path) -> list[Path]:
 
 def test_writes_every_table_with_its_schema(runs, tmp_path):
     written = agg.aggregate(runs, tmp_path / "results", PUBLISHED, replicates=200)
-    assert set(written) == set(agg.RESULT_FILES)
-    tables = {name: pd.read_csv(path) for name, path in written.items()}
-    assert list(tables["metrics.csv"].columns) == agg.METRICS_COLUMNS
-    assert list(tables["summary.csv"].columns) == agg.SUMMARY_COLUMNS
-    assert list(tables["uncertainty.csv"].columns) == agg.UNCERTAINTY_COLUMNS
-    assert list(tables["uncertainty_summary.csv"].columns) == agg.UNCERTAINTY_SUMMARY_COLUMNS
-    assert list(tables["runs.csv"].columns) == agg.RUN_RECORD_KEYS
-    assert list(tables["paper.csv"].columns) == agg.PAPER_COLUMNS
+    assert set(written) == set(tables.RESULT_TABLES)
+    frames = {name: pd.read_csv(path) for name, path in written.items()}
+    assert list(frames["metrics.csv"].columns) == tables.METRICS_COLUMNS
+    assert list(frames["summary.csv"].columns) == tables.SUMMARY_COLUMNS
+    assert list(frames["uncertainty.csv"].columns) == tables.UNCERTAINTY_COLUMNS
+    assert list(frames["uncertainty_summary.csv"].columns) == tables.UNCERTAINTY_SUMMARY_COLUMNS
+    assert list(frames["runs.csv"].columns) == tables.RUN_RECORD_KEYS
+    assert list(frames["paper.csv"].columns) == tables.PAPER_COLUMNS
     # every run's rows, once
-    assert len(tables["metrics.csv"]) == 6 * 9
-    assert sorted(tables["runs.csv"]["seed"]) == [0, 0, 1, 1, 2, 2]
-    assert set(tables["runs.csv"]["config_hash"]) == {"hash0", "hash1", "hash2"}
-    assert len(tables["uncertainty.csv"]) == 3 * 10  # PCME only
-    assert len(tables["uncertainty_summary.csv"]) == 6
+    assert len(frames["metrics.csv"]) == 6 * 9
+    assert sorted(frames["runs.csv"]["seed"]) == [0, 0, 1, 1, 2, 2]
+    assert set(frames["runs.csv"]["config_hash"]) == {"hash0", "hash1", "hash2"}
+    assert len(frames["uncertainty.csv"]) == 3 * 10  # PCME only
+    assert len(frames["uncertainty_summary.csv"]) == 6
     # no temporary file left beside the tables
-    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(agg.RESULT_FILES)
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(tables.RESULT_TABLES)
 
 
 def test_summary_is_mean_std_and_count_over_seeds(runs, tmp_path):
     written = agg.aggregate(runs, tmp_path / "results", replicates=0)
     metrics = pd.read_csv(written["metrics.csv"])
-    summary = pd.read_csv(written["summary.csv"]).set_index(agg.KEYS)
+    summary = pd.read_csv(written["summary.csv"]).set_index(SUMMARY_KEYS)
     values = metrics.query("method == 'pcme' and direction == 't2i' and metric == 'R-P'")["value"]
     row = summary.loc[("synthetic-coco", "pcme", "1K", "cosine", "t2i", "R-P")]
     assert row["mean"] == pytest.approx(values.mean())
@@ -119,9 +123,9 @@ def test_intervals_match_a_loop_over_the_same_resamples(tmp_path):
             for s, run in enumerate(runs)
         ]
     )
-    intervals = agg.bootstrap_intervals(per_query, replicates=300, seed=7).set_index(agg.KEYS)
-    rng = np.random.default_rng([7, agg.zlib.crc32(b"synthetic-cub|1K|t2i")])
-    counts = agg.resample_counts(rng, 60, 300)
+    intervals = agg.bootstrap_intervals(per_query, replicates=300, seed=7).set_index(SUMMARY_KEYS)
+    rng = np.random.default_rng([7, zlib.crc32(b"synthetic-cub|1K|t2i")])
+    counts = resample_counts(rng, 60, 300)
     statistic = []
     for row in counts:
         seed_means = []
@@ -139,7 +143,7 @@ def test_interval_width_is_the_binomial_one_and_covers_the_mean(tmp_path):
     """One seed, R@1 a coin flip per query: the 95% interval spans about 2 x 1.96 x sqrt(p(1-p)/Q)."""
     run = write_run(tmp_path / "runs", "synthetic-coco", "vsepp", 0, images=400, captions=400, skill=0.5)
     written = agg.aggregate([run], tmp_path / "results", replicates=1000)
-    summary = pd.read_csv(written["summary.csv"]).set_index(agg.KEYS)
+    summary = pd.read_csv(written["summary.csv"]).set_index(SUMMARY_KEYS)
     row = summary.loc[("synthetic-coco", "vsepp", "1K", "cosine", "i2t", "R@1")]
     p = row["mean"] / 100
     expected_width = 100 * 2 * 1.96 * math.sqrt(p * (1 - p) / 400)
@@ -149,7 +153,7 @@ def test_interval_width_is_the_binomial_one_and_covers_the_mean(tmp_path):
 
 
 def test_rsum_interval_combines_both_directions(runs, tmp_path):
-    summary = pd.read_csv(agg.aggregate(runs, tmp_path / "results", replicates=300)["summary.csv"]).set_index(agg.KEYS)
+    summary = pd.read_csv(agg.aggregate(runs, tmp_path / "results", replicates=300)["summary.csv"]).set_index(SUMMARY_KEYS)
     rsum = summary.loc[("synthetic-coco", "pcme", "1K", "cosine", "both", "RSUM")]
     r1 = summary.loc[("synthetic-coco", "pcme", "1K", "cosine", "t2i", "R@1")]
     assert rsum["ci_low"] < rsum["mean"] < rsum["ci_high"]
@@ -161,7 +165,7 @@ def test_intervals_are_deterministic_and_follow_the_seed(runs, tmp_path):
     first = pd.read_csv(agg.aggregate(runs, tmp_path / "a", replicates=200, seed=0)["summary.csv"])
     again = pd.read_csv(agg.aggregate(list(reversed(runs)), tmp_path / "b", replicates=200, seed=0)["summary.csv"])
     other = pd.read_csv(agg.aggregate(runs, tmp_path / "c", replicates=200, seed=1)["summary.csv"])
-    key = agg.KEYS
+    key = SUMMARY_KEYS
     pd.testing.assert_frame_equal(first.sort_values(key).reset_index(drop=True), again.sort_values(key).reset_index(drop=True))
     assert not np.allclose(first["ci_low"], other["ci_low"])
 
@@ -170,7 +174,7 @@ def test_metric_without_per_query_rows_gets_no_interval(runs, tmp_path):
     metrics = pd.read_csv(runs[0] / "metrics.csv")
     extra = metrics.iloc[:1].assign(protocol="5K", metric="CxC R@1", value=42.0)
     pd.concat([metrics, extra]).to_csv(runs[0] / "metrics.csv", index=False)
-    summary = pd.read_csv(agg.aggregate(runs, tmp_path / "results", replicates=100)["summary.csv"]).set_index(agg.KEYS)
+    summary = pd.read_csv(agg.aggregate(runs, tmp_path / "results", replicates=100)["summary.csv"]).set_index(SUMMARY_KEYS)
     row = summary.loc[("synthetic-coco", "vse0", "5K", "cosine", "i2t", "CxC R@1")]
     assert row["mean"] == 42.0 and row["n"] == 1
     assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
@@ -179,7 +183,7 @@ def test_metric_without_per_query_rows_gets_no_interval(runs, tmp_path):
 @pytest.mark.parametrize("name", agg.RUN_FILES)
 def test_missing_run_file_is_named(runs, tmp_path, name):
     (runs[1] / name).unlink()
-    with pytest.raises(agg.AggregateError, match=re.escape(f"{runs[1]}: missing {name}")):
+    with pytest.raises(ResultsError, match=re.escape(f"{runs[1]}: missing {name}")):
         agg.aggregate(runs, tmp_path / "results")
     assert not (tmp_path / "results" / "summary.csv").exists()
 
@@ -187,7 +191,7 @@ def test_missing_run_file_is_named(runs, tmp_path, name):
 def test_table_with_other_columns_is_named(runs, tmp_path):
     path = runs[2] / "uncertainty_summary.csv"
     pd.read_csv(path).rename(columns={"statistic": "stat"}).to_csv(path, index=False)
-    with pytest.raises(agg.AggregateError, match=re.escape(f"{path}: columns")):
+    with pytest.raises(ResultsError, match=re.escape(f"{path}: missing column(s) statistic; unexpected stat")):
         agg.aggregate(runs, tmp_path / "results")
 
 
@@ -196,14 +200,14 @@ def test_per_query_rows_that_disagree_with_metrics_are_named(runs, tmp_path):
     metrics = pd.read_csv(path)
     metrics.loc[metrics["metric"] == "R-P", "value"] += 1.0
     metrics.to_csv(path, index=False)
-    with pytest.raises(agg.AggregateError, match=re.escape(f"{runs[0] / 'per_query.parquet'}: the per-query mean")):
+    with pytest.raises(ResultsError, match=re.escape(f"{runs[0] / 'per_query.parquet'}: the per-query mean")):
         agg.aggregate(runs, tmp_path / "results")
 
 
 def test_rows_of_another_run_are_named(runs, tmp_path):
     path = runs[0] / "metrics.csv"
     pd.read_csv(path).assign(seed=5).to_csv(path, index=False)
-    with pytest.raises(agg.AggregateError, match=re.escape(f"{path}: rows for")):
+    with pytest.raises(ResultsError, match=re.escape(f"{path}: rows for")):
         agg.aggregate(runs, tmp_path / "results")
 
 
@@ -212,7 +216,7 @@ def test_record_without_a_key_is_named(runs, tmp_path):
     record = json.loads(path.read_text())
     del record["wall_seconds"]
     path.write_text(json.dumps(record))
-    with pytest.raises(agg.AggregateError, match=re.escape(f"{path}: lacks the keys ['wall_seconds']")):
+    with pytest.raises(ResultsError, match=re.escape(f"{path}: missing key(s) wall_seconds")):
         agg.aggregate(runs, tmp_path / "results")
 
 
@@ -249,7 +253,7 @@ def test_published_numbers_are_the_verified_ones_with_sources():
 def test_bad_published_numbers_are_named(tmp_path):
     path = tmp_path / "published.csv"
     path.write_text("dataset,method,protocol,direction,metric,value,recipe,source\ncoco,pcme,1K,i2t,R@1,68.8,naver-ai/pcme,\n")
-    with pytest.raises(agg.AggregateError, match=re.escape(f"{path}: row 2 needs a value in [0, 100], a recipe and a source")):
+    with pytest.raises(ResultsError, match=re.escape(f"{path}: row 2 needs a value in [0, 100], a recipe and a source")):
         agg.published_numbers(path)
 
 
@@ -258,9 +262,9 @@ def test_bootstrap_replicates_of_1k_resample_the_mean_of_fold_means():
     and a resample weighs each drawn query by its count and its fold weight."""
     values = np.array([[100.0, 0.0, 100.0, 100.0, 0.0, np.nan]])  # fold A: queries 0-1; fold B: 2-4; 5 excluded
     weights = np.array([[1 / 2, 1 / 2, 1 / 3, 1 / 3, 1 / 3, 0.0]])
-    unresampled = agg.series_replicates(values, np.ones((1, 6)), weights)
+    unresampled = series_replicates(values, np.ones((1, 6)), weights)
     assert unresampled[0, 0] == pytest.approx((50.0 + 200 / 3) / 2)
     counts = np.array([[2.0, 0.0, 1.0, 0.0, 3.0, 0.0]])
     expected = (2 * 0.5 * 100 + 1 / 3 * 100) / (2 * 0.5 + 1 / 3 + 3 * 1 / 3)
-    assert agg.series_replicates(values, counts, weights)[0, 0] == pytest.approx(expected)
-    assert agg.series_replicates(values, counts)[0, 0] == pytest.approx(300 / 6)  # no weights: the plain mean
+    assert series_replicates(values, counts, weights)[0, 0] == pytest.approx(expected)
+    assert series_replicates(values, counts)[0, 0] == pytest.approx(300 / 6)  # no weights: the plain mean

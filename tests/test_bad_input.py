@@ -292,6 +292,7 @@ def test_damaged_safetensors_files_are_named(prepared, trained_run, tmp_path, ho
 
 
 @pytest.mark.parametrize("content", [b"garbage that is no checkpoint", b""])
+@pytest.mark.slow
 def test_a_garbage_checkpoint_is_named_with_the_fix(prepared, tmp_path, content):
     from pcmebench.train import CHECKPOINT, train
     from tests.test_training import tiny_settings
@@ -312,6 +313,7 @@ def train_in_subprocess(prepared, run_dir, preamble: str = "") -> subprocess.Com
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_during_a_checkpoint_save_names_the_file(prepared, tmp_path):
     """torch's own message was `RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos`."""
     preamble = "import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\nresource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))"
@@ -323,6 +325,7 @@ def test_a_file_size_limit_during_a_checkpoint_save_names_the_file(prepared, tmp
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a small file system needs root")
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_save_names_the_file_and_the_free_space(prepared, tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()

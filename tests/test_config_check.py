@@ -4,20 +4,24 @@ run; every message names the key by its full path and says what is allowed or wh
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
 import yaml
+from snakemake.exceptions import WorkflowError
 
+from corpora import DATASETS, SYNTHETIC_FORMAT
 from models.registry import settings_problems, with_method_settings
-from pcmebench.configcheck import coerce_command_line_scalars, load_schema, recipe_problems, schema_problems
+from pcmebench.configcheck import check_config, coerce_command_line_scalars, load_schema, recipe_problems, schema_problems
 from pcmebench.runs import merge_config
 from tests.conftest import REPO
 
 # The schema as the workflow validates with it: each method's settings from its registry entry.
-SCHEMA = with_method_settings(load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+SCHEMA_FILE = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = with_method_settings(load_schema(SCHEMA_FILE))
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
@@ -48,6 +52,39 @@ def test_every_committed_preset_passes(preset):
     config = merge_config(DEFAULT, yaml.safe_load((REPO / "config" / preset).read_text()))
     assert schema_problems(config, SCHEMA) == []
     assert settings_problems(config) == [] and recipe_problems(config) == []
+
+
+def test_the_schema_names_exactly_the_datasets_of_corpora():
+    """corpora.DATASETS is where dataset names live; the schema, which cannot import it, must list the same."""
+    schema = load_schema(SCHEMA_FILE)
+    places = {
+        "datasets": set(schema["properties"]["datasets"]["items"]["enum"]),
+        "dataset_settings": set(schema["properties"]["dataset_settings"]["properties"]),
+        "per_dataset_number": set(schema["$defs"]["per_dataset_number"]["oneOf"][1]["properties"]),
+    }
+    for name, definition in schema["$defs"].items():
+        for branch in definition.get("oneOf", []):
+            for pattern in branch.get("patternProperties", {}):
+                places[f"{name} pattern"] = {key for key in DATASETS + ("imagenet",) if re.fullmatch(pattern, key)}
+    assert len(places) == 7 and all(names == set(DATASETS) for names in places.values()), places
+    # the real datasets' sources, and the per-dataset values every format needs (the synthetic fall back on them)
+    assert set(DATASETS) - set(SYNTHETIC_FORMAT) <= set(schema["properties"]["sources"]["properties"])
+    assert set(schema["$defs"]["per_dataset_number"]["oneOf"][1]["required"]) == set(SYNTHETIC_FORMAT.values())
+
+
+def test_one_pass_types_checks_and_completes_the_config_or_lists_every_problem():
+    config = copy.deepcopy(DEFAULT)
+    config["seeds"] = ["0", "1"]  # as --config gives them
+    del config["method_settings"]["pcme"]["reduction"]
+    methods = check_config(config, SCHEMA_FILE)
+    assert config["seeds"] == [0, 1] and "pcme" in methods
+    assert config["method_settings"]["pcme"]["reduction"] == methods["pcme"].complete({})["reduction"]
+    config = with_value(["method_settings", "vsepp", "margni"], 0.25)
+    config["dataset_settings"]["synthetic-cub"]["training"]["frozen_epochs"] = -1
+    with pytest.raises(WorkflowError) as error:
+        check_config(config, SCHEMA_FILE)
+    message = str(error.value)
+    assert message.startswith("the config cannot run:\n") and "margni" in message and "frozen_epochs" in message
 
 
 def test_a_setting_without_value_or_default_names_the_method_the_setting_and_where():
@@ -150,12 +187,14 @@ def test_settings_that_validate_but_cannot_run_are_refused():
 # --- through Snakemake, as a user meets them ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_typo_in_a_method_setting_stops_the_plan_naming_the_key():
     code, output = dry_run('method_settings={"vsepp": {"margni": 0.25}}')
     assert code != 0
     assert "config: method_settings.vsepp: unknown key 'margni' (did you mean 'margin'?)" in output
 
 
+@pytest.mark.slow
 def test_zero_epochs_stop_the_plan_naming_the_key_and_the_fix():
     code, output = dry_run('dataset_settings={"synthetic-cub": {"training": {"frozen_epochs": 0, "finetune_epochs": 0}}}')
     assert code != 0
@@ -164,6 +203,7 @@ def test_zero_epochs_stop_the_plan_naming_the_key_and_the_fix():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: device: cuda can run here")
+@pytest.mark.slow
 def test_device_cuda_without_cuda_stops_the_plan_before_any_job():
     code, output = dry_run("device=cuda")
     assert code != 0
@@ -180,6 +220,7 @@ def test_device_cuda_without_cuda_stops_the_plan_before_any_job():
         ("device=tpu", "config: device: 'tpu' is not one of ['auto', 'cpu', 'cuda']"),
     ],
 )  # fmt: skip
+@pytest.mark.slow
 def test_a_value_outside_the_schema_names_the_key_and_the_allowed_values(override, message):
     code, output = dry_run(override)
     assert code != 0

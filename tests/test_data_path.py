@@ -106,6 +106,7 @@ def weights(run_dir):
     return load_file(run_dir / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_batches_do_not_depend_on_workers_persistence_or_a_resume(prepared, tmp_path):
     """On the CPU: the same weights from a single-process loader, from two persistent workers, and from
     two persistent workers stopped after the first epoch and resumed."""

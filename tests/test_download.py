@@ -162,6 +162,42 @@ class _Usage:
         self.free = free
 
 
+# --- the download stage's command line (pcmebench/download.py), as the download rules run it -----
+
+
+def test_a_failed_archive_download_says_how_to_get_it_by_hand(server, tmp_path):
+    from pcmebench.download import main
+
+    sources = {"cub": {"captions": {"url": server.base + "/gone.tar.gz", "size": None, "md5": None}}}
+    target = tmp_path / "downloads" / "cvpr2016_cub.tar.gz"
+    args = ["fetch", "--key", "cub.captions", "--output", str(target), "--root", str(tmp_path / "cub")]
+    with pytest.raises(DownloadError, match=r"HTTP 404") as error:
+        main([*args, "--sources", json.dumps(sources)])
+    assert f"To get sources.cub.captions by hand: download {server.base}/gone.tar.gz in a browser and save it as {target}" in str(
+        error.value
+    )
+    assert f"or put what it holds in place: its cvpr2016_cub/text_c10/ at {tmp_path / 'cub' / 'text_c10/'}" in str(error.value)
+
+
+def test_a_zip_without_a_checksum_is_read_whole_before_its_digest_is_kept(server, tmp_path):
+    """GloVe has no published checksum: a damaged copy is moved aside, never the reference; an intact
+    one has its SHA-256 recorded."""
+    from pcmebench.download import main
+
+    good = zip_bytes({"glove.840B.300d.txt": np.random.default_rng(0).bytes(20_000)})
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0x55
+    url = server.add("/glove.zip", bytes(damaged))
+    target = tmp_path / "glove" / "glove.840B.300d.zip"
+    args = ["fetch", "--key", "glove", "--output", str(target), "--sources", json.dumps({"glove": {"url": url}})]
+    with pytest.raises(DataError, match=r"moved aside to .*glove.840B.300d.zip.rejected; the next run downloads sources.glove"):
+        main(args)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["glove.840B.300d.zip.rejected"]
+    server.add("/glove.zip", good)
+    main(args)
+    assert (target.parent / "glove.840B.300d.zip.sha256").read_text().split()[0] == hashlib.sha256(good).hexdigest()
+
+
 # --- extraction ----------------------------------------------------------------------------------
 
 

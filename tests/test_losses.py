@@ -202,6 +202,7 @@ def test_pcme_a_and_b_are_the_loss_parameters_left_out_of_clipping():
 
 
 @pytest.mark.parametrize("lr", [2e-4, 2e-3])
+@pytest.mark.slow
 def test_pcme_a_and_b_follow_the_official_parametrisation_under_the_trainers_optimiser(lr):
     """N AdamW steps on the same batches: a and b (standard units) move as twice the official
     criterion's negative_scale and shift (official sigmoid e^x / (e^x + e^-x), a = b = 15 at start)

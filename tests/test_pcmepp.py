@@ -16,8 +16,8 @@ from models.heads import FeatureDims
 from models.model import CrossModalModel, build_model
 from models.pcmepp import PCMEPP, draw_mixing
 from models.registry import registered, with_method_settings
+from models.scorings import csd_scores
 from pcmebench.configcheck import load_schema, schema_problems
-from pcmebench.scoring import csd_scores
 from tests.conftest import REPO
 
 IMAGE_DIMS, TEXT_DIMS = (6, 4), (8, 5)
@@ -364,6 +364,7 @@ def tiny_batch(n: int = 8, size: int = 32):
     return images, tokens, lengths, torch.arange(n) // 2 * 3  # pairs 0-1, 2-3, ... show one image
 
 
+@pytest.mark.slow
 def test_a_model_builds_and_trains_a_few_steps_on_the_cpu():
     model = tiny_model(mix_batch_ratio=0.5, init_log_sigma=-3.0).train()
     assert model.method.image_sigma.global_fc.bias.detach().eq(-6.0).all()  # the head's output is log sigma^2

@@ -17,24 +17,16 @@ import pandas as pd
 import pytest
 
 from models.registry import probabilistic, registered
-from pcmebench.aggregate import (
+from pcmebench.plots import figure_files, figure_names, main, plot_retrieval, save, write_figures
+from pcmebench.tables import (
     METRICS_COLUMNS,
     PAPER_COLUMNS,
     RUN_RECORD_KEYS,
     SUMMARY_COLUMNS,
     UNCERTAINTY_COLUMNS,
     UNCERTAINTY_SUMMARY_COLUMNS,
-)
-from pcmebench.plots import (
-    PRIMARY_SCORING,
     ResultsError,
-    figure_files,
-    figure_names,
-    main,
-    plot_retrieval,
     read_table,
-    save,
-    write_figures,
 )
 
 DATASETS = ("coco", "synthetic-cub")
@@ -44,6 +36,7 @@ PROBABILISTIC = tuple(probabilistic())
 POINT = tuple(m for m in METHODS if m not in PROBABILISTIC)
 SEEDS = (0, 1)
 SCORINGS = {name: m.scorings for name, m in REGISTRY.items()}
+PRIMARY_SCORING = {name: m.primary_scoring for name, m in REGISTRY.items()}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Published numbers the fake paper.csv carries (PCME README, COCO 1K) for the report's tests.
 PAPER_ROWS = [
@@ -273,20 +266,11 @@ def test_a_run_without_queries_is_named(fake, tmp_path):
 
 
 def register_twin(monkeypatch) -> str:
-    """Register a twin of the first probabilistic method as "twin" (label "Twin") in the plots'
-    tables, for this test only; the first method's name."""
-    from pcmebench import plots
-
+    """Register a twin of the first probabilistic method as "twin" (label "Twin") in the registry, for
+    this test only; the first method's name."""
     first = PROBABILISTIC[0]
     twin = dataclasses.replace(REGISTRY[first], name="twin", label="Twin", color="#000000")
-    for table, value in (
-        (plots.REGISTRY, twin),
-        (plots.METHOD_LABELS, twin.label),
-        (plots.METHOD_COLORS, twin.color),
-        (plots.PRIMARY_SCORING, twin.primary_scoring),
-        (plots.SECONDARY_SCORINGS, twin.scorings[1:]),
-    ):
-        monkeypatch.setitem(table, "twin", value)
+    monkeypatch.setitem(registered(), "twin", twin)
     return first
 
 
@@ -297,7 +281,6 @@ def test_every_probabilistic_method_gets_its_own_sigma_panels(fake, tmp_path, mo
     from pcmebench import plots
 
     first = register_twin(monkeypatch)
-    monkeypatch.setattr(plots, "METHODS", (*plots.METHODS, "twin"))
     results, run_dirs = fake
     tables = {name: pd.read_csv(results / name) for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv")}
     tables = {name: pd.concat([t, t[t["method"] == first].assign(method="twin")]) for name, t in tables.items()}

@@ -117,6 +117,7 @@ def epoch_losses(run_dir) -> list[float]:
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_trainer_steps_in_bf16_and_channels_last_on_the_cpu(method, prepared, tmp_path, monkeypatch):
     formats = []
     forward = CrossModalModel.forward

@@ -15,6 +15,8 @@ from pcmebench.runs import load_backbone
 from pcmebench.train import CHECKPOINT, train
 from tests.test_training import tiny_settings
 
+pytestmark = pytest.mark.slow  # trains the backbone
+
 
 def tiny_recipe(**changes) -> dict:
     recipe = {"seed": 7, "images": 96, "epochs": 3, "lr": 3e-3, "batch_size": 32}

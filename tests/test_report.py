@@ -11,12 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from markupsafe import escape
 from PIL import Image
 
-from pcmebench.plots import METHOD_LABELS, REGISTRY, ResultsError, figure_files
+from models.registry import registered
+from pcmebench.plots import figure_files
 from pcmebench.report import UNCERTAINTIES, main, write_report
+from pcmebench.tables import ResultsError
 from tests.test_plots import DATASETS, METHODS, PROBABILISTIC, SEEDS, register_twin, write_fake_results
 
+REGISTRY = registered()
+METHOD_LABELS = {name: m.label for name, m in REGISTRY.items()}
 CONFIG = {"datasets": list(DATASETS), "methods": list(METHODS), "seeds": list(SEEDS), "work_dir": "work"}
 
 
@@ -145,7 +150,7 @@ def test_sigma_comparison_puts_every_probabilistic_method_side_by_side(page):
     assert "σ compared" not in section(page, "uncertainty-coco")  # no true match counts on real data
     comparison = synthetic[synthetic.index("σ compared") : synthetic.index("</table>", synthetic.index("σ compared"))]
     for method in PROBABILISTIC:
-        statistic = html.escape(UNCERTAINTIES[REGISTRY[method].statistics[0]])
+        statistic = str(escape(UNCERTAINTIES[REGISTRY[method].statistics[0]]))
         row = table_row(comparison, METHOD_LABELS[method], statistic, "captions")
         # the fakes: rho 0.6 [0.55, 0.65], partial 0.2, within-length 0.1, over two seeds
         assert "0.600" in row and "[0.550, 0.650]" in row and "0.200" in row and "0.100" in row and "2 seeds" in row
@@ -161,7 +166,7 @@ def test_training_cost_and_provenance(page):
         and "abc123" in training
     )
     assert "Generated 2030-01-02 03:04:05 UTC" in page and "v-test-123" in page
-    assert "Recall@1, @5, @10" in page  # the caption shared with Snakemake's report
+    assert "Recall@1, @5, @10" in html.unescape(page)  # the figure's caption (workflow/report/retrieval.rst)
 
 
 def test_config_values_and_table_text_are_escaped(inputs, tmp_path):
@@ -177,9 +182,9 @@ def test_config_values_and_table_text_are_escaped(inputs, tmp_path):
     out = write_report(results, inputs["plots"], tmp_path / "index.html", config, generated="now", code_version="<v1>")
     page = out.read_text()
     assert "<script" not in page and "<b>bold" not in page and "<v1>" not in page
-    assert "work_dir: &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "work_dir: &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
     assert "&lt;b&gt;bold&lt;/b&gt; claim &amp;" in page
-    assert "say &quot;hi&quot; &amp; &lt;bye&gt;" in page
+    assert "say &#34;hi&#34; &amp; &lt;bye&gt;" in page
 
 
 def test_a_table_without_a_column_names_file_and_column(inputs, tmp_path):
@@ -211,10 +216,7 @@ def test_command_line_writes_the_page_with_a_config_file(inputs, tmp_path, capsy
 def test_every_probabilistic_method_gets_its_uncertainty_rows(inputs, tmp_path, monkeypatch):
     """A second probabilistic method (a twin of the first under another name) has its σ rows and its
     own per-bin table in the uncertainty section, as the first has."""
-    from pcmebench import plots
-
     first = register_twin(monkeypatch)
-    monkeypatch.setattr("pcmebench.report.METHODS", (*plots.METHODS, "twin"))
     results = tmp_path / "results"
     results.mkdir()
     for path in inputs["results"].iterdir():
@@ -225,7 +227,7 @@ def test_every_probabilistic_method_gets_its_uncertainty_rows(inputs, tmp_path, 
     config = {**CONFIG, "methods": [*CONFIG["methods"], "twin"]}
     page = write_report(results, inputs["plots"], tmp_path / "index.html", config, code_version="x").read_text()
     synthetic = section(page, "uncertainty-synthetic-cub")
-    label = plots.METHOD_LABELS[first]
+    label = REGISTRY[first].label
     for name in (label, "Twin"):
         assert f"{name} per-bin values for synthetic-cub" in synthetic
         assert "0.600" in table_row(synthetic, "full", name)  # its spearman_u_log_matches

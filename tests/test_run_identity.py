@@ -25,6 +25,8 @@ from pcmebench.train import CHECKPOINT, train
 from tests.conftest import REPO, copy_packages, copy_workflow
 from tests.test_training import tiny_settings
 
+pytestmark = pytest.mark.slow  # trains, and runs Snakemake
+
 # A workflow run small enough to train twice in a test: synthetic-coco without the pretrain stage.
 TINY_WORKFLOW = {
     "datasets": ["synthetic-coco"],

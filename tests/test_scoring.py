@@ -9,15 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from models.pcme import match_probability
-from pcmebench.scoring import (
-    Embeddings,
-    csd_scores,
-    load_embeddings,
-    max_cosine_scores,
-    sample_dot_scores,
-    score_matrix,
-    scorings_for,
-)
+from models.scorings import csd_scores, max_cosine_scores, sample_dot_scores
+from pcmebench.scoring import Embeddings, load_embeddings, score_matrix, scorings_for
 
 
 def reference_match_probability(images, captions, a, b):

@@ -40,6 +40,8 @@ from pcmebench.cluster import (
 from tests.conftest import REPO, SMOKE, SMOKE_RESULTS, copy_workflow, preset, runs_of, snakemake, tail
 from tests.slurm_cluster import missing_requirements, start_cluster
 
+pytestmark = pytest.mark.slow  # runs Snakemake through SLURM
+
 SMOKE_CONFIG = preset(SMOKE[1])  # the preset the tests submit
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"

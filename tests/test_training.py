@@ -20,6 +20,8 @@ from pcmebench.runs import merge_config, method_setting, model_for
 from pcmebench.train import CHECKPOINT, NonFiniteLossError, make_loader, phase_of, train
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # trains
+
 METHODS = list(registered())  # every method file of models/
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
@@ -255,7 +257,7 @@ def test_random_erasing_only_in_training():
 @pytest.mark.parametrize("method, grad_clip", [("pcme", None), ("vse0", 2.0), ("vsepp", 2.0), ("pvse-k1", 2.0), ("pvse-k2", 2.0)])
 def test_each_method_clips_as_its_original_runs_did(method, grad_clip, prepared, tmp_path, monkeypatch):
     """PCME's fp16 runs stepped unclipped fp32 master weights; VSE++ and PVSE clip at 2 in fp32. The
-    synthetic datasets clip PCME at 2 too (README, deviations)."""
+    synthetic datasets clip PCME at 2 too (docs/deviations.md)."""
     assert registered()[method].defaults["grad_clip"] == grad_clip  # the method file's own default
     for dataset in ("coco", "cub", "synthetic-coco", "synthetic-cub"):
         settings = {"dataset": dataset, "method": method, "method_settings": CONFIG["method_settings"][method]}

@@ -1,11 +1,14 @@
 """Uncertainty analysis functions on constructed cases with known answers (scipy as a second opinion)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
 from metrics import auroc, partial_spearman, pearson, spearman, spearman_interval, uncertainty_bins, within_strata_spearman
+from metrics.bootstrap import percentile_interval, resample_counts, resample_indices
 
 # --- uncertainty_bins ----------------------------------------------------------------------------
 
@@ -105,9 +108,15 @@ def test_correlations_drop_nan_pairs():
 
 
 def test_undefined_correlations_are_nan():
-    assert np.isnan(pearson(np.ones(5), np.arange(5.0)))
-    assert np.isnan(spearman(np.arange(5.0), np.full(5, 2.0)))
-    assert np.isnan(spearman(np.array([1.0, np.nan]), np.array([1.0, 2.0])))  # one pair left
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN by the rules above, not scipy's ConstantInputWarning
+        assert np.isnan(pearson(np.ones(5), np.arange(5.0)))
+        assert np.isnan(pearson(np.full(3, 0.1), np.arange(3.0)))  # constant, though its mean is not exactly 0.1
+        assert np.isnan(spearman(np.arange(5.0), np.full(5, 2.0)))
+        assert np.isnan(spearman(np.array([1.0, np.nan]), np.array([1.0, 2.0])))  # one pair left
+        assert np.isnan(partial_spearman(np.arange(6.0), np.arange(6.0) % 3, np.ones(6)))  # constant control
+        assert np.isnan(partial_spearman(np.arange(2.0), np.arange(2.0), np.array([0.0, 1.0])))  # fewer than 3 triples
+        assert np.isnan(within_strata_spearman(np.ones(60), np.arange(60.0), np.zeros(60)))  # its one stratum is constant
 
 
 def test_spearman_interval_is_the_percentile_bootstrap_over_pairs():
@@ -121,6 +130,21 @@ def test_spearman_interval_is_the_percentile_bootstrap_over_pairs():
     assert low < spearman(x, y) < high
     assert spearman_interval(x, y, replicates=400, seed=9) == (low, high)  # seeded
     assert all(np.isnan(spearman_interval([1.0], [2.0])))
+
+
+def test_percentile_interval_ignores_undefined_replicates():
+    replicates = np.concatenate([np.arange(101.0), [np.nan, np.inf]])
+    assert percentile_interval(replicates) == pytest.approx((2.5, 97.5))
+    assert percentile_interval(replicates, confidence=0.5) == pytest.approx((25.0, 75.0))
+    assert all(np.isnan(percentile_interval(np.array([np.nan, np.nan]))))
+
+
+def test_resamples_draw_every_item_count_with_replacement():
+    indices = resample_indices(np.random.default_rng(0), 7, 50)
+    assert indices.shape == (50, 7) and indices.min() >= 0 and indices.max() <= 6
+    counts = resample_counts(np.random.default_rng(0), 7, 50)
+    assert counts.shape == (50, 7) and (counts.sum(axis=1) == 7).all() and counts.dtype == np.float64
+    assert (counts == 0).any() and (counts > 1).any()  # with replacement
 
 
 def test_correlation_bad_input():

@@ -17,10 +17,12 @@ import pytest
 import yaml
 
 from models.registry import registered
-from pcmebench import aggregate as agg
+from pcmebench import tables
 from tests.conftest import REPO, SMOKE, SMOKE_RESULTS, copy_workflow, preset, runs_of, snakemake, tail
 from tests.loopback import LoopbackServer
 from tests.real_data import serve_real_data
+
+pytestmark = pytest.mark.slow  # runs Snakemake
 
 REGISTRY = registered()
 SCORINGS = {name: list(m.scorings) for name, m in REGISTRY.items()}
@@ -221,7 +223,7 @@ def test_slurm_profile_plans_the_paper_dag(workflow, tmp_path):
         if job["rule"] == "train":
             assert job["threads"] == 8
             assert (job["resources"]["gpu"], job["resources"]["mem_mb"], job["resources"]["runtime"]) == ("1", "64000", "1440")
-    # the spelling plans too (threads then capped by profiles/default's cores, see README)
+    # the spelling plans too (threads then capped by profiles/default's cores, see docs/speed.md)
     assert snakemake(workflow, "--profile", "profiles/slurm", *paper).returncode == 0
 
 
@@ -374,8 +376,9 @@ def smoke_config(built) -> dict:
 
 def test_every_result_table_has_its_schema(built):
     schemas = {
-        "metrics.csv": agg.METRICS_COLUMNS, "summary.csv": agg.SUMMARY_COLUMNS, "uncertainty.csv": agg.UNCERTAINTY_COLUMNS,
-        "uncertainty_summary.csv": agg.UNCERTAINTY_SUMMARY_COLUMNS, "runs.csv": agg.RUN_RECORD_KEYS, "paper.csv": agg.PAPER_COLUMNS,
+        "metrics.csv": tables.METRICS_COLUMNS, "summary.csv": tables.SUMMARY_COLUMNS, "uncertainty.csv": tables.UNCERTAINTY_COLUMNS,
+        "uncertainty_summary.csv": tables.UNCERTAINTY_SUMMARY_COLUMNS, "runs.csv": tables.RUN_RECORD_KEYS,
+        "paper.csv": tables.PAPER_COLUMNS,
     }  # fmt: skip
     assert sorted(path.name for path in (built / SMOKE_RESULTS).glob("*.csv")) == sorted(schemas)
     for name, columns in schemas.items():

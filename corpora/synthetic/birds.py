@@ -30,8 +30,7 @@ from corpora.synthetic.drawing import (
 from corpora.synthetic.output import dataset_folder, ground_truth_json, write_json
 from corpora.synthetic.wording import framed, wording_of_drawn_length
 
-# 2: writes seen_test_images.txt (empty: see write_synthetic_cub); 3: caption lengths drawn apart
-# from the number of attributes named (sample_caption)
+# Stamped into GENERATOR.json; raised whenever the same arguments come to give other files.
 GENERATOR_VERSION = 3
 BIRD_COLOURS = ("red", "yellow", "blue", "black", "white", "brown")
 PARTS = {
@@ -198,32 +197,52 @@ def write_synthetic_cub(
             for k in range(images_per_class):
                 image_id += 1
                 relative = f"{name}/Bird_{c + 1:03d}_{k + 1:04d}.jpg"
-                path = layout.image(relative)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(jpeg_bytes(draw_bird(bird, rng, image_size), jpeg_quality))
+                captions = _write_bird(layout, relative, bird, rng, image_size, captions_per_image, jpeg_quality)
                 images_txt.append(f"{image_id} {relative}")
                 labels_txt.append(f"{image_id} {c + 1}")
-                captions = [sample_caption(bird, rng) for _ in range(captions_per_image)]
-                text_file = layout.caption_file(relative)
-                text_file.parent.mkdir(parents=True, exist_ok=True)
-                text_file.write_text("".join(text + "\n" for _, text in captions), encoding="utf-8")
                 if c in test:
                     test_image_ids.append(image_id)
                     test_image_classes.append(c)
                     test_caption_ids.extend(CAPTION_ID_STRIDE * image_id + j for j in range(captions_per_image))
                     test_specs.extend(spec for spec, _ in captions)
-        layout.classes_txt.write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)), encoding="utf-8")
-        layout.images_txt.write_text("".join(line + "\n" for line in images_txt), encoding="utf-8")
-        layout.image_class_labels_txt.write_text("".join(line + "\n" for line in labels_txt), encoding="utf-8")
-        for split, chosen in (
-            ("train", [n for i, n in enumerate(names) if i not in test]),
-            ("test", [n for i, n in enumerate(names) if i in test]),
-        ):
-            layout.split_classes(split).write_text("".join(n + "\n" for n in chosen), encoding="utf-8")
-        # PCME holds some images of the training classes out of training (real CUB's
-        # seen_test_images.txt); the synthetic twin trains on all of them, as its settings and
-        # measured numbers assume, and says so with an empty list in the same layout.
-        layout.seen_test_images.write_text("", encoding="utf-8")
+        _write_lists(layout, names, test, images_txt, labels_txt)
         truth = truth_by_class(test_specs, birds)[:, test_image_classes]
         write_json(layout.ground_truth("caption_to_image"), ground_truth_json(truth, test_caption_ids, test_image_ids))
         write_json(layout.ground_truth("image_to_caption"), ground_truth_json(truth.T, test_image_ids, test_caption_ids))
+
+
+def _write_bird(
+    layout: CubLayout,
+    relative: str,
+    bird: BirdClass,
+    rng: np.random.Generator,
+    image_size: int,
+    captions_per_image: int,
+    jpeg_quality: int,
+) -> list[tuple[CaptionSpec, str]]:
+    """Draw one image of ``bird`` and its captions (in that order, from ``rng``), write both
+    files, and return the captions with their meanings."""
+    path = layout.image(relative)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg_bytes(draw_bird(bird, rng, image_size), jpeg_quality))
+    captions = [sample_caption(bird, rng) for _ in range(captions_per_image)]
+    text_file = layout.caption_file(relative)
+    text_file.parent.mkdir(parents=True, exist_ok=True)
+    text_file.write_text("".join(text + "\n" for _, text in captions), encoding="utf-8")
+    return captions
+
+
+def _write_lists(layout: CubLayout, names: list[str], test: set[int], images_txt: list[str], labels_txt: list[str]) -> None:
+    """classes.txt, images.txt, image_class_labels.txt, the two split class files and seen_test_images.txt."""
+    layout.classes_txt.write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)), encoding="utf-8")
+    layout.images_txt.write_text("".join(line + "\n" for line in images_txt), encoding="utf-8")
+    layout.image_class_labels_txt.write_text("".join(line + "\n" for line in labels_txt), encoding="utf-8")
+    for split, chosen in (
+        ("train", [n for i, n in enumerate(names) if i not in test]),
+        ("test", [n for i, n in enumerate(names) if i in test]),
+    ):
+        layout.split_classes(split).write_text("".join(n + "\n" for n in chosen), encoding="utf-8")
+    # PCME holds some images of the training classes out of training (real CUB's
+    # seen_test_images.txt); the synthetic twin trains on all of them, as its settings and
+    # measured numbers assume, and says so with an empty list in the same layout.
+    layout.seen_test_images.write_text("", encoding="utf-8")

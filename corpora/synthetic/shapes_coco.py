@@ -32,7 +32,7 @@ from corpora.synthetic.scenes import (
     truth_matrix,
 )
 
-# 2: caption lengths drawn apart from their meaning (scenes.CaptionSpec.render)
+# Stamped into GENERATOR.json; raised whenever the same arguments come to give other files.
 GENERATOR_VERSION = 2
 CATEGORIES = [
     {"id": 1 + i * len(SHAPES) + j, "name": f"{colour} {shape}", "supercategory": shape}
@@ -106,46 +106,65 @@ def write_synthetic_coco(
     with dataset_folder(out_dir, stamp) as root:
         layout = CocoLayout(root)
         layout.split_ids("train").parent.mkdir(parents=True)
-        files = {source: {"images": [], "captions": [], "instances": []} for source in ("train2014", "val2014")}
-        next_image, next_instance = 0, 1
-        test_scenes, test_specs, test_image_ids, test_caption_ids = [], [], [], []
+        annotations = _Annotations(layout, rng, image_size, jpeg_quality)
+        next_image = 0
         for split in COCO_SPLITS:
-            source = SPLIT_SOURCE[split]
             split_caption_ids = []
             for _ in range(images[split]):
-                image_id = image_ids[next_image]
                 ids = caption_ids[next_image * captions_per_image : (next_image + 1) * captions_per_image]
+                annotations.add_image(split, image_ids[next_image], ids)
                 next_image += 1
-                scene = sample_scene(rng)
-                image, outlines = draw_scene(scene, rng, image_size)
-                file_name = f"COCO_{source}_{image_id:012d}.jpg"
-                (layout.images_dir(source) / file_name).parent.mkdir(parents=True, exist_ok=True)
-                (layout.images_dir(source) / file_name).write_bytes(jpeg_bytes(image, jpeg_quality))
-                files[source]["images"].append(
-                    {"id": image_id, "file_name": file_name, "width": image_size, "height": image_size, "license": 0}
-                )
-                for obj, outline in zip(scene, outlines):
-                    files[source]["instances"].append(_instance(next_instance, image_id, obj, outline))
-                    next_instance += 1
-                specs = sample_captions(scene, captions_per_image, rng)
-                for caption_id, spec in zip(ids, specs):
-                    files[source]["captions"].append({"id": caption_id, "image_id": image_id, "caption": spec.render(rng)})
                 split_caption_ids.extend(ids)
-                if split == "test":
-                    test_scenes.append(scene)
-                    test_specs.extend(specs)
-                    test_image_ids.append(image_id)
-                    test_caption_ids.extend(ids)
             np.save(layout.split_ids(split), np.asarray(split_caption_ids, dtype=np.int64))
+        annotations.write()
+
+
+class _Annotations:
+    """A synthetic COCO dataset's images, written as they are drawn, and its annotation files: each
+    source folder's images, captions and instances, and the test split's complete ground truth."""
+
+    def __init__(self, layout: CocoLayout, rng: np.random.Generator, image_size: int, jpeg_quality: int):
+        self.layout, self.rng, self.image_size, self.jpeg_quality = layout, rng, image_size, jpeg_quality
+        self.files = {source: {"images": [], "captions": [], "instances": []} for source in ("train2014", "val2014")}
+        self.next_instance = 1
+        self.test_scenes, self.test_specs, self.test_image_ids, self.test_caption_ids = [], [], [], []
+
+    def add_image(self, split: str, image_id: int, caption_ids: list[int]) -> None:
+        """Draw a scene, its image and one caption per id of ``caption_ids`` (in that order, from the
+        generator); write the image and note its annotations."""
+        source, rng = SPLIT_SOURCE[split], self.rng
+        files = self.files[source]
+        scene = sample_scene(rng)
+        image, outlines = draw_scene(scene, rng, self.image_size)
+        file_name = f"COCO_{source}_{image_id:012d}.jpg"
+        (self.layout.images_dir(source) / file_name).parent.mkdir(parents=True, exist_ok=True)
+        (self.layout.images_dir(source) / file_name).write_bytes(jpeg_bytes(image, self.jpeg_quality))
+        files["images"].append(
+            {"id": image_id, "file_name": file_name, "width": self.image_size, "height": self.image_size, "license": 0}
+        )
+        for obj, outline in zip(scene, outlines):
+            files["instances"].append(_instance(self.next_instance, image_id, obj, outline))
+            self.next_instance += 1
+        specs = sample_captions(scene, len(caption_ids), rng)
+        for caption_id, spec in zip(caption_ids, specs):
+            files["captions"].append({"id": caption_id, "image_id": image_id, "caption": spec.render(rng)})
+        if split == "test":
+            self.test_scenes.append(scene)
+            self.test_specs.extend(specs)
+            self.test_image_ids.append(image_id)
+            self.test_caption_ids.extend(caption_ids)
+
+    def write(self) -> None:
+        """Each source folder's captions and instances files, and the test split's ground truth."""
         info = {"description": "pcme-bench synthetic-coco", "version": str(GENERATOR_VERSION), "year": 2026}
         licenses = [{"id": 0, "name": "CC0-1.0", "url": ""}]
-        for source, content in files.items():
+        for source, content in self.files.items():
             write_json(
-                layout.captions_json(source),
+                self.layout.captions_json(source),
                 {"info": info, "licenses": licenses, "images": content["images"], "annotations": content["captions"]},
             )
             write_json(
-                layout.instances_json(source),
+                self.layout.instances_json(source),
                 {
                     "info": info,
                     "licenses": licenses,
@@ -154,6 +173,7 @@ def write_synthetic_coco(
                     "categories": CATEGORIES,
                 },
             )
-        truth = truth_matrix(test_specs, test_scenes)
-        write_json(layout.ground_truth("caption_to_image"), ground_truth_json(truth, test_caption_ids, test_image_ids))
-        write_json(layout.ground_truth("image_to_caption"), ground_truth_json(truth.T, test_image_ids, test_caption_ids))
+        truth = truth_matrix(self.test_specs, self.test_scenes)
+        test_images, test_captions = self.test_image_ids, self.test_caption_ids
+        write_json(self.layout.ground_truth("caption_to_image"), ground_truth_json(truth, test_captions, test_images))
+        write_json(self.layout.ground_truth("image_to_caption"), ground_truth_json(truth.T, test_images, test_captions))

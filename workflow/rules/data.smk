@@ -13,8 +13,9 @@ rule synthesize:
         CONDA_ENV
     threads: 1
     params:
-        generator=lambda wildcards: dataset_settings(wildcards.synthetic)["generator"],
-        # unused by the script: a new generator version regenerates the data
+        generator=lambda wildcards: json.dumps(dataset_settings(wildcards.synthetic)["generator"], sort_keys=True),
+        # unused by the command: a new generator version regenerates the data
         version=lambda wildcards: GENERATOR_VERSIONS[wildcards.synthetic],
-    script:
-        "../scripts/synthesize.py"
+    shell:
+        "exec python -m pcmebench.synthesize --dataset {wildcards.synthetic} --output {output} --generator {params.generator:q}"
+        " > {log} 2>&1"

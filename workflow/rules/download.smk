@@ -1,9 +1,21 @@
 # Stage 0, download: the real data (coco, cub), GloVe and the ImageNet weights, fetched from the
 # config's `sources`, verified and extracted into the layouts the loaders read. The tables of what
 # goes where are in corpora/sources.py, the transfer in corpora/download.py, the extraction in
-# corpora/archives.py. Every rule here is local: on a cluster it runs on the submit host, so no
-# compute node downloads anything. `snakemake --configfile config/paper.yaml --cores 4 download`
-# fetches everything ahead (on a login node with internet).
+# corpora/archives.py, the jobs' command line in pcmebench/download.py. Every rule here is local:
+# on a cluster it runs on the submit host, so no compute node downloads anything.
+# `snakemake --configfile config/paper.yaml --cores 4 download` fetches everything ahead (on a
+# login node with internet).
+from snakemake.settings.types import ExecMode
+
+from corpora.sources import ARCHIVES, DOWNLOADS, WEIGHT_FILES, glove_path
+
+# The jobs read `sources` from the environment, not from a param: Snakemake reruns a job whose params
+# changed, and a new mirror's address must not fetch again (and so rerun everything after) what is in place.
+os.environ.update(PCMEBENCH_SOURCES=json.dumps(config["sources"]))
+PLAIN_FILE_KEYS = DATA.plain_files()  # output path -> key in sources
+# ImageNet weights in place must be torchvision's (not again in each job's own Snakemake).
+if workflow.workflow_settings.exec_mode == ExecMode.DEFAULT and (problem := DATA.weights_problem(config["datasets"])):
+    raise WorkflowError(problem)
 
 
 rule download:
@@ -12,24 +24,25 @@ rule download:
     localrule: True
 
 
-for _name, _files in PLAIN_FILES.items():
+for _name, _data in REAL_DATASETS.items():
 
     rule:
         name:
             f"download_{_name}_file"
         output:
-            f"{dataset_root(_name)}/{{file}}",
+            f"{DATA.root(_name)}/{{file}}",
         log:
             f"{WORK}/logs/download/{_name}/{{file}}.log",
         wildcard_constraints:
-            file=one_of(_files),
+            file=one_of(map(str, _data.files.values())),
         localrule: True
         conda:
             CONDA_ENV
         params:
             key=lambda wildcards, output: PLAIN_FILE_KEYS[output[0]],
-        script:
-            "../scripts/download.py"
+        shell:
+            'exec python -m pcmebench.download fetch --key {params.key} --output {output} --sources "$PCMEBENCH_SOURCES"'
+            " > {log} 2>&1"
 
 
 rule download_archive:
@@ -44,8 +57,10 @@ rule download_archive:
         CONDA_ENV
     params:
         key=lambda wildcards: ARCHIVES[wildcards.archive],
-    script:
-        "../scripts/download.py"
+        root=lambda wildcards: DATA.root(ARCHIVES[wildcards.archive].split(".")[0]),
+    shell:
+        "exec python -m pcmebench.download fetch --key {params.key} --output {output} --root {params.root}"
+        ' --sources "$PCMEBENCH_SOURCES" > {log} 2>&1'
 
 
 rule download_glove:
@@ -58,8 +73,9 @@ rule download_glove:
         CONDA_ENV
     params:
         key="glove",
-    script:
-        "../scripts/download.py"
+    shell:
+        'exec python -m pcmebench.download fetch --key {params.key} --output {output} --sources "$PCMEBENCH_SOURCES"'
+        " > {log} 2>&1"
 
 
 rule download_imagenet_weights:
@@ -74,8 +90,9 @@ rule download_imagenet_weights:
         CONDA_ENV
     params:
         key=lambda wildcards: WEIGHT_FILES[wildcards.weights],
-    script:
-        "../scripts/download.py"
+    shell:
+        'exec python -m pcmebench.download fetch --key {params.key} --output {output} --sources "$PCMEBENCH_SOURCES"'
+        " > {log} 2>&1"
 
 
 for _name, _data in REAL_DATASETS.items():
@@ -86,9 +103,10 @@ for _name, _data in REAL_DATASETS.items():
                 f"extract_{_name}_{_key}"
             input:
                 archive=DATA_ROOT / DOWNLOADS / _archive.file,
-                index=extraction_index(_name, _key),
+                # ancient: an index newer than what was extracted (another archive's extraction ran later) reruns nothing
+                index=[ancient(path) for path in DATA.extraction_index(_name, _key)],
             output:
-                [directory(dataset_root(_name) / t) if folder else dataset_root(_name) / t for _, t, folder in _archive.targets()],
+                [directory(DATA.root(_name) / t) if folder else DATA.root(_name) / t for _, t, folder in _archive.targets()],
             log:
                 WORK / "logs" / "extract" / f"{_archive.file}.log",
             localrule: True
@@ -96,7 +114,8 @@ for _name, _data in REAL_DATASETS.items():
                 CONDA_ENV
             params:
                 key=f"{_name}.{_key}",
-                members=_archive.members,
-                root=dataset_root(_name),
-            script:
-                "../scripts/extract.py"
+                members=_archive.members,  # the command takes them by key; a param, so a new mapping extracts again
+                root=DATA.root(_name),
+            shell:
+                "exec python -m pcmebench.download extract --key {params.key} --archive {input.archive} --root {params.root}"
+                ' --sources "$PCMEBENCH_SOURCES" > {log} 2>&1'

@@ -12,7 +12,7 @@ rule pretrain:
     benchmark:
         WORK / "benchmarks" / "pretrain" / "{dataset}.tsv"
     wildcard_constraints:
-        dataset="synthetic-coco|synthetic-cub",
+        dataset=one_of(SYNTHETIC_FORMAT),
     conda:
         CONDA_ENV
     threads: core_claim

@@ -1,7 +1,6 @@
 # Stage 8, report: `snakemake report` renders <results_dir>/report/index.html (pcmebench/report.py), one
 # self-contained page (inline styles, images as data URIs) of the result tables, every figure and
-# the validated config that produced them. Not to be confused with Snakemake's own --report flag,
-# which builds its report from the outputs marked in plots.smk.
+# the validated config that produced them, each figure with its caption (workflow/report/<figure>.rst).
 
 REPORT_CAPTIONS = Path(workflow.current_basedir).parent / "report"
 
