@@ -25,6 +25,7 @@ from corpora import SYNTHETIC_FORMAT
 from models.registry import UNCERTAINTY_STATISTICS, registered
 from pcmebench import tables
 from pcmebench.logs import log_to_stderr
+from pcmebench.tables import known_methods, label, probabilistic_methods, scoring_series, select
 from pcmebench.vocabulary import DIRECTIONS, FULL_PROTOCOL, MARGIN, QUERY_MODALITY, primary_protocol, uncertainty_protocols
 
 log = logging.getLogger("pcmebench.plots")
@@ -32,26 +33,24 @@ FORMATS = ("png", "pdf")
 RETRIEVAL_METRICS = ("R@1", "R@5", "R@10", "PMRP")
 SECONDARY_HATCHES = {"sample-dot": "\\\\", "mu": "//", "csd": ".."}
 MODALITY_TITLES = {direction: f"{modality} ({direction} queries)" for direction, modality in QUERY_MODALITY.items()}
-# The σ comparison's rows of panels: y label, y range, reference line and bars, each (statistic, its uncertainty column,
-# None for the method's own σ statistic, tick): the correlation with log true matches and its two length controls; the AUROCs.
-CORRELATIONS = {"spearman_u_log_matches": "ρ(σ, log matches)", "partial_spearman_u_log_matches": "partial ρ\n(length fixed)",
-                "within_length_spearman_u_log_matches": "ρ within\neach length"}  # fmt: skip
-AUROCS = [("auroc_u", None, "AUROC of σ"), ("auroc_margin", MARGIN, "AUROC of the score margin")]
+# The σ comparison's statistics (this figure and the page's table): the correlation with log true matches, its two length
+# controls, the AUROCs; each with its uncertainty column (None: the method's own σ statistic), figure tick and table header.
+COMPARED = {
+    "spearman_u_log_matches": (None, "ρ(σ, log matches)", "ρ(σ, log true matches)\n[95% interval]"),
+    "partial_spearman_u_log_matches": (None, "partial ρ\n(length fixed)", "partial ρ,\nlength fixed"),
+    "within_length_spearman_u_log_matches": (None, "ρ within\neach length", "ρ within\neach length"),
+    "auroc_u": (None, "AUROC of σ", "AUROC of σ\n(R@1 failure)"),
+    "auroc_margin": (MARGIN, "AUROC of the score margin", "AUROC of the\nscore margin"),
+}
+# The figure's rows of panels: y label, y range, reference line, bars.
 COMPARISON = (
-    ("Spearman correlation", (-1, 1), 0, [(name, None, tick) for name, tick in CORRELATIONS.items()]),
-    ("AUROC for an R@1 failure", (0, 1), 0.5, AUROCS),
+    ("Spearman correlation", (-1, 1), 0, list(COMPARED)[:3]),
+    ("AUROC for an R@1 failure", (0, 1), 0.5, list(COMPARED)[3:]),
 )
-
-
-def probabilistic_methods(methods) -> list[str]:
-    """Those of ``methods`` the registry marks probabilistic (they have σ figures), in their order."""
-    return [m for m in methods if m in registered() and registered()[m].probabilistic]
 
 
 @dataclass
 class Run:
-    """One training run's files that the figures use."""
-
     dataset: str
     method: str
     seed: int
@@ -73,9 +72,6 @@ def method_runs(runs: list[Run], dataset: str, method: str) -> list[Run]:
     return sorted((r for r in runs if r.dataset == dataset and r.method == method), key=lambda r: r.seed)
 
 
-# --- drawing helpers ------------------------------------------------------------------------------
-
-
 def new_figure(width: float, height: float, title: str):
     """A titled figure outside pyplot's global state (nothing to close, safe to build many in one process)."""
     from matplotlib.figure import Figure  # here: the workflow imports this module for FIGURES only
@@ -93,9 +89,8 @@ def say_no_data(axes, message: str) -> None:
 
 
 def panels(figure, rows: list, columns: dict, ylabel=None, titled: bool = False, sharey: bool = True):
-    """(axes, row, column) for a row of panels per item of ``rows`` (``titled``: methods, whose labels title the
-    rows) and a panel per item of ``columns``, titled with its value; ``ylabel`` (one, or one per row) on each
-    row's first panel."""
+    """(axes, row, column) for a row of panels per item of ``rows`` (``titled``: methods, labelling their rows) and a panel
+    per item of ``columns``, titled with its value; ``ylabel`` (one, or one per row) on each row's first panel."""
     parts = [figure] if len(rows) == 1 and not titled else figure.subfigures(max(len(rows), 1), 1, squeeze=False)[:, 0]
     for index, (part, row) in enumerate(zip(parts, rows, strict=False)):
         if titled:
@@ -124,33 +119,29 @@ def save(figure, out: Path, dataset: str, name: str) -> list[Path]:
     return written
 
 
-def own_values(rows: pd.DataFrame, method: str, statistic: str, uncertainty: str) -> pd.Series:
+def own_values(rows: pd.DataFrame, method: str, statistic: str, uncertainty: str) -> np.ndarray:
     """One statistic of a method's own scoring for one uncertainty signal, one value per seed."""
-    mine = (rows["method"] == method) & (rows["scoring"] == registered()[method].primary_scoring)
-    return rows[mine & (rows["statistic"] == statistic) & (rows["uncertainty"] == uncertainty)]["value"]
+    mine = select(rows, method=method, scoring=registered()[method].primary_scoring, statistic=statistic, uncertainty=uncertainty)
+    return mine["value"].to_numpy(dtype=float)
 
 
-def bar_with_seeds(axes, x: float, values: pd.Series, width: float, color: str, alpha: float = 1.0, label=None) -> float:
-    """A bar at the mean over seeds with a dot per seed; the mean."""
-    points = values.to_numpy(dtype=float)
+def bar_with_seeds(axes, x: float, rows: pd.DataFrame, method: str, statistic: str, uncertainty: str, width: float, legend=None):
+    """A bar at the mean over seeds of :func:`own_values` (paler for the score margin) with a dot per seed; the mean."""
+    points = own_values(rows, method, statistic, uncertainty)
     mean = float(np.nanmean(points)) if points.size else np.nan
-    axes.bar(x, mean, width, color=color, alpha=alpha, label=label)
+    alpha = 0.6 if uncertainty == MARGIN else 1.0
+    axes.bar(x, mean, width, color=registered()[method].color, alpha=alpha, label=legend)
     axes.plot(np.full(points.size, x), points, "o", color="black", markersize=3)
     return mean
-
-
-# --- the figures ----------------------------------------------------------------------------------
 
 
 def plot_retrieval(summary: pd.DataFrame, dataset: str, methods: list[str]):
     """Grouped bars of R@1, R@5, R@10 and PMRP per direction, 95% interval as error bars; each method's own scoring,
     then its other scorings that have rows (hatched)."""
     protocol = primary_protocol(dataset)
-    chosen = (summary["dataset"] == dataset) & (summary["protocol"] == protocol) & summary["metric"].isin(RETRIEVAL_METRICS)
-    rows = summary[chosen & summary["method"].isin(methods)]
+    rows = select(summary, dataset=dataset, protocol=protocol, metric=list(RETRIEVAL_METRICS), method=list(methods))
     cells = rows.set_index(["direction", "method", "scoring", "metric"])[["mean", "ci_low", "ci_high"]]
-    present = set(zip(rows["method"], rows["scoring"], strict=True))
-    series = [(m, s) for m in methods for i, s in enumerate(registered()[m].scorings) if i == 0 or (m, s) in present]
+    series = scoring_series(rows, methods)
     figure = new_figure(11, 4.2, f"{dataset}: retrieval, {protocol} protocol (mean over seeds, 95% bootstrap interval)")
     width, x = 0.8 / max(len(series), 1), np.arange(len(RETRIEVAL_METRICS))
     for axes, _, direction in panels(figure, [None], DIRECTIONS, "%"):
@@ -160,39 +151,35 @@ def plot_retrieval(summary: pd.DataFrame, dataset: str, methods: list[str]):
         for index, (method, scoring) in enumerate(series):
             means, low, high = cells.reindex([(direction, method, scoring, m) for m in RETRIEVAL_METRICS]).to_numpy(float).T
             errors = np.nan_to_num(np.vstack([means - low, high - means]), nan=0.0).clip(min=0)  # no interval: no error bar
-            entry = registered()[method]
-            own, offset = scoring == entry.primary_scoring, (index - (len(series) - 1) / 2) * width
+            entry, offset = registered()[method], (index - (len(series) - 1) / 2) * width
             style = {"alpha": 1.0, "edgecolor": "white"}
-            if not own:
+            if scoring != entry.primary_scoring:
                 style = {"alpha": 0.55, "hatch": SECONDARY_HATCHES.get(scoring, ".."), "edgecolor": entry.color}
-            label = entry.label if own else f"{entry.label} ({scoring})"
-            axes.bar(x + offset, means, width, yerr=errors, capsize=2, color=entry.color, label=label, **style)
+            axes.bar(x + offset, means, width, yerr=errors, capsize=2, color=entry.color, label=label(method, scoring), **style)
         axes.set_xticks(x, RETRIEVAL_METRICS)
         axes.set_ylim(0, 100)
         axes.grid(axis="y", alpha=0.3)
-    handles, labels = max((a.get_legend_handles_labels() for a in figure.axes), key=lambda pair: len(pair[0]))
+    handles, texts = max((a.get_legend_handles_labels() for a in figure.axes), key=lambda pair: len(pair[0]))
     if handles:
-        figure.legend(handles, labels, loc="outside right center", fontsize=8)
+        figure.legend(handles, texts, loc="outside right center", fontsize=8)
     return figure
 
 
 def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[str]):
-    """AUROC of the score margin (every method) and of each probabilistic method's own σ statistic as predictors
-    of an R@1 failure."""
-    protocol, table = primary_protocol(dataset), uncertainty_summary
-    rows = table[(table["dataset"] == dataset) & (table["protocol"] == protocol)]
+    """AUROC of the score margin (every method) and of each probabilistic method's own σ statistic for an R@1 failure."""
+    protocol = primary_protocol(dataset)
+    rows = select(uncertainty_summary, dataset=dataset, protocol=protocol)
     bars = [(m, "auroc_margin", MARGIN, "margin") for m in methods]
     bars += [(m, "auroc_u", registered()[m].uncertainty_statistic, "σ") for m in probabilistic_methods(methods)]
     title = f"{dataset}: how well each signal predicts an R@1 failure ({protocol}; dots: seeds; dashed: chance)"
     figure = new_figure(max(6, 0.95 * len(bars) * len(DIRECTIONS)), 4, title)
     for axes, _, direction in panels(figure, [None], DIRECTIONS, "AUROC"):
-        here = rows[rows["direction"] == direction]
+        here = select(rows, direction=direction)
         if here.empty:
             say_no_data(axes, f"uncertainty_summary.csv has no {protocol} {direction} rows for {dataset}")
             continue
         for index, (method, statistic, uncertainty, _) in enumerate(bars):
-            values, alpha = own_values(here, method, statistic, uncertainty), 1.0 if statistic == "auroc_u" else 0.6
-            bar_with_seeds(axes, index, values, 0.7, registered()[method].color, alpha)
+            bar_with_seeds(axes, index, here, method, statistic, uncertainty, 0.7)
         axes.axhline(0.5, color="gray", linestyle="--", linewidth=1)
         axes.set_xticks(range(len(bars)), [f"{registered()[m].label}\n{signal}" for m, *_, signal in bars], fontsize=8)
         axes.set_ylim(0, 1)
@@ -203,24 +190,22 @@ def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[st
 def plot_uncertainty_bins(uncertainty: pd.DataFrame, dataset: str, methods: list[str]):
     """Per-bin retrieval of each probabilistic method's queries sorted into equal-count bins of its own σ statistic
     (bin 0 = least uncertain), with its own scoring; one row per method."""
-    protocols, chosen, table = uncertainty_protocols(dataset), probabilistic_methods(methods), uncertainty
+    protocols, chosen = uncertainty_protocols(dataset), probabilistic_methods(methods)
     title = f"{dataset}: retrieval per σ bin (each method's own scoring; thin lines: seeds)"
     figure = new_figure(10, 4.2 * max(len(chosen), 1), title)
     for axes, method, direction in panels(figure, chosen, DIRECTIONS, "% (mean over seeds)", titled=True):
         entry = registered()[method]
         statistic = entry.uncertainty_statistic
-        mine = (table["dataset"] == dataset) & (table["method"] == method) & (table["scoring"] == entry.primary_scoring)
-        here = table[mine & table["protocol"].isin(protocols) & (table["uncertainty"] == statistic)]
-        here = here[here["direction"] == direction]
+        mine = select(uncertainty, dataset=dataset, method=method, scoring=entry.primary_scoring, direction=direction)
+        here = select(mine, protocol=protocols, uncertainty=statistic)
         if here.empty:
-            say_no_data(
-                axes, f"uncertainty.csv has no {method} {'/'.join(protocols)} {direction} bins of {statistic} for {dataset}"
-            )
+            missing = f"{method} {'/'.join(protocols)} {direction} bins of {statistic} for {dataset}"
+            say_no_data(axes, f"uncertainty.csv has no {missing}")
             continue
         for protocol, color in zip(protocols, (entry.color, "#333333"), strict=False):
-            metrics = sorted(here.loc[here["protocol"] == protocol, "metric"].unique(), key=lambda m: (m != "R@1", m))
+            metrics = sorted(select(here, protocol=protocol)["metric"].unique(), key=lambda m: (m != "R@1", m))
             for metric, style in zip(metrics, ("-o", "--s", ":^"), strict=False):
-                cell = here[(here["protocol"] == protocol) & (here["metric"] == metric)]
+                cell = select(here, protocol=protocol, metric=metric)
                 per_seed = cell.pivot_table(index="bin", columns="seed", values="value")
                 if per_seed.shape[1] > 1:
                     axes.plot(per_seed.index, per_seed.to_numpy(), style[:-1], color=color, alpha=0.25, linewidth=1)
@@ -240,8 +225,7 @@ def plot_sigma_histogram(runs: list[Run], dataset: str, methods: list[str]):
     chosen = probabilistic_methods(methods)
     figure = new_figure(10, 3.8 * max(len(chosen), 1), f"{dataset}: uncertainty of each test embedding")
     for axes, method, direction in panels(figure, chosen, MODALITY_TITLES, titled=True, sharey=False):
-        queries = {r.seed: r.queries[r.queries["direction"] == direction] for r in method_runs(runs, dataset, method)}
-        values = {seed: q["u"].to_numpy(dtype=float) for seed, q in queries.items()}
+        values = {r.seed: select(r.queries, direction=direction)["u"].to_numpy(float) for r in method_runs(runs, dataset, method)}
         values = {seed: u[np.isfinite(u)] for seed, u in values.items() if np.isfinite(u).any()}
         modality = QUERY_MODALITY[direction]
         if not values:
@@ -257,8 +241,7 @@ def plot_sigma_histogram(runs: list[Run], dataset: str, methods: list[str]):
 
 
 def spearman_lines(rows: pd.DataFrame) -> str:
-    """Spearman's ρ(u, log matches), its bootstrap interval and its length control (means over seeds), as lines
-    for a panel's title; empty without it."""
+    """Spearman's ρ(u, log matches), its interval and its length control (means over seeds) as title lines; empty without ρ."""
     mean = rows.groupby("statistic")["value"].mean()
     if "spearman_u_log_matches" not in mean:
         return ""
@@ -273,44 +256,34 @@ def spearman_lines(rows: pd.DataFrame) -> str:
 def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, dataset: str, methods: list[str]):
     """Each probabilistic method's σ statistic of each query against its number of matches in the complete ground
     truth (log scale), Spearman's ρ in the panel's title, off the points; one row per method."""
-    chosen, table = probabilistic_methods(methods), uncertainty_summary
+    chosen = probabilistic_methods(methods)
     figure = new_figure(10, 4.4 * max(len(chosen), 1), f"{dataset}: σ against how many items truly match a query")
     for axes, method, direction in panels(figure, chosen, MODALITY_TITLES, titled=True, sharey=False):
         points = []
         for run in method_runs(runs, dataset, method):
-            queries = run.queries[run.queries["direction"] == direction]
+            queries = select(run.queries, direction=direction)
             u, matches = queries["u"].to_numpy(dtype=float), queries["true_matches"].to_numpy(dtype=float)
             keep = np.isfinite(u) & (matches > 0)
             if keep.any():
                 points.append((run.seed, matches[keep], u[keep]))
         if not points:
-            say_no_data(
-                axes, f"no {method} {direction} queries with finite u and true_matches > 0 in queries.parquet for {dataset}"
-            )
+            missing = f"{method} {direction} queries with finite u and true_matches > 0"
+            say_no_data(axes, f"no {missing} in queries.parquet for {dataset}")
             continue
         for seed, matches, u in points:
             axes.scatter(matches, u, s=4, alpha=0.25, rasterized=True, label=f"seed {seed}")
         matches, u = (np.concatenate([p[i] for p in points]) for i in (1, 2))
         # Medians over log-spaced groups of the match count show the trend through the cloud.
         group = np.digitize(matches, np.unique(np.geomspace(matches.min(), matches.max() + 1, num=12).round()))
-        medians = [np.median(u[group == g]) for g in np.unique(group)]
-        axes.plot(
-            [np.exp(np.log(matches[group == g]).mean()) for g in np.unique(group)],
-            medians,
-            "-o",
-            color="black",
-            markersize=4,
-            label="median",
-        )
+        groups = np.unique(group)
+        centres = [np.exp(np.log(matches[group == g]).mean()) for g in groups]
+        axes.plot(centres, [np.median(u[group == g]) for g in groups], "-o", color="black", markersize=4, label="median")
         statistic = registered()[method].uncertainty_statistic
-        mine = (table["dataset"] == dataset) & (table["method"] == method) & (table["direction"] == direction)
-        lines = spearman_lines(table[mine & (table["uncertainty"] == statistic)])
+        mine = select(uncertainty_summary, dataset=dataset, method=method, direction=direction, uncertainty=statistic)
+        lines = spearman_lines(mine)
         axes.set_title(MODALITY_TITLES[direction] + lines, fontsize=9 if lines else None)
-        axes.set(
-            xscale="log",
-            xlabel="true matches in the complete ground truth (log scale)",
-            ylabel=UNCERTAINTY_STATISTICS[statistic].label,
-        )
+        xlabel = "true matches in the complete ground truth (log scale)"
+        axes.set(xscale="log", xlabel=xlabel, ylabel=UNCERTAINTY_STATISTICS[statistic].label)
         if direction == list(MODALITY_TITLES)[-1]:  # one legend per row, beside its last panel, off the points
             axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     return figure
@@ -320,28 +293,28 @@ def plot_sigma_comparison(uncertainty_summary: pd.DataFrame, dataset: str, metho
     """Every probabilistic method side by side on the complete ground truth, each with its own σ statistic: top,
     Spearman of σ with log true matches, raw (whiskers: mean bootstrap interval) and with the query's length held
     fixed; bottom, AUROC of σ and of the score margin for an R@1 failure."""
-    chosen, table = probabilistic_methods(methods), uncertainty_summary
-    rows = table[(table["dataset"] == dataset) & (table["protocol"] == FULL_PROTOCOL) & table["method"].isin(chosen)]
+    chosen = probabilistic_methods(methods)
+    rows = select(uncertainty_summary, dataset=dataset, protocol=FULL_PROTOCOL, method=chosen)
     title = f"{dataset}: the probabilistic methods' σ on the complete ground truth (bars: mean; dots: seeds)"
     figure, width = new_figure(max(9, 2.2 * len(chosen) + 6), 7, title), 0.8 / max(len(chosen), 1)
     for axes, row, direction in panels(figure, COMPARISON, DIRECTIONS, [ylabel for ylabel, *_ in COMPARISON]):
-        (_, limits, reference, bars), here = row, rows[rows["direction"] == direction]
+        (_, limits, reference, bars), here = row, select(rows, direction=direction)
         if here.empty:
-            say_no_data(
-                axes, f"uncertainty_summary.csv has no {FULL_PROTOCOL} {direction} rows of {', '.join(chosen)} for {dataset}"
-            )
+            missing = f"{FULL_PROTOCOL} {direction} rows of {', '.join(chosen)}"
+            say_no_data(axes, f"uncertainty_summary.csv has no {missing} for {dataset}")
             continue
-        for (k, method), (g, (name, uncertainty, _)) in itertools.product(enumerate(chosen), enumerate(bars)):
-            entry, x = registered()[method], g + (k - (len(chosen) - 1) / 2) * width
-            uncertainty = uncertainty or entry.uncertainty_statistic
-            label = f"{entry.label}: {UNCERTAINTY_STATISTICS[uncertainty].label}" if g == 0 and row is COMPARISON[0] else None
-            values, alpha = own_values(here, method, name, uncertainty), 0.6 if uncertainty == MARGIN else 1.0
-            mean = bar_with_seeds(axes, x, values, width * 0.9, entry.color, alpha, label)
+        for (k, method), (g, name) in itertools.product(enumerate(chosen), enumerate(bars)):
+            x, uncertainty = (
+                g + (k - (len(chosen) - 1) / 2) * width,
+                COMPARED[name][0] or registered()[method].uncertainty_statistic,
+            )
+            legend = f"{label(method)}: {UNCERTAINTY_STATISTICS[uncertainty].label}" if g == 0 and row is COMPARISON[0] else None
+            mean = bar_with_seeds(axes, x, here, method, name, uncertainty, width * 0.9, legend)
             if name == "spearman_u_log_matches":
                 low, high = (np.nanmean(own_values(here, method, name + end, uncertainty)) for end in ("_ci_low", "_ci_high"))
                 axes.errorbar(x, mean, [[mean - low], [high - mean]], color="black", capsize=3, linewidth=1)
         axes.axhline(reference, color="gray", linestyle="--" if reference else "-", linewidth=1)
-        axes.set_xticks(range(len(bars)), [tick for *_, tick in bars], fontsize=8)
+        axes.set_xticks(range(len(bars)), [COMPARED[name][1] for name in bars], fontsize=8)
         axes.set_ylim(*limits)
         axes.grid(axis="y", alpha=0.3)
         if row is COMPARISON[0]:
@@ -376,9 +349,6 @@ def plot_training_curves(runs: list[Run], dataset: str, methods: list[str]):
     return figure
 
 
-# --- the table of figures -------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class FigureKind:
     """One figure: its report section and title, its draw function with the inputs it takes before (dataset,
@@ -405,11 +375,6 @@ FIGURES = {
                                    plot_sigma_comparison, ("uncertainty_summary",), sigma=True, truth=True),
     "training_curves": FigureKind("Training", "Training loss per epoch", plot_training_curves, ("runs",)),
 }  # fmt: skip
-INPUTS = {
-    "summary": tables.SUMMARY_COLUMNS,
-    "uncertainty": tables.UNCERTAINTY_COLUMNS,
-    "uncertainty_summary": tables.UNCERTAINTY_SUMMARY_COLUMNS,
-}
 
 
 def figure_names(dataset: str, methods) -> list[str]:
@@ -426,17 +391,11 @@ def figure_files(out: str | Path, datasets: list[str], methods: list[str], exten
 
 def write_figures(results, run_dirs, out, datasets: list[str] | None = None, methods: list[str] | None = None) -> list[Path]:
     """Every figure of :func:`figure_files` for these datasets and methods (default: those of the runs)."""
-    inputs = {stem: tables.read_table(Path(results) / f"{stem}.csv", columns) for stem, columns in INPUTS.items()}
+    stems = sorted({stem for kind in FIGURES.values() for stem in kind.inputs} - {"runs"})
+    inputs = {stem: tables.read_table(Path(results) / f"{stem}.csv", tables.RESULT_TABLES[f"{stem}.csv"]) for stem in stems}
     inputs["runs"] = load_runs(run_dirs)
     datasets = list(datasets or dict.fromkeys(r.dataset for r in inputs["runs"]))
-    methods = list(methods or dict.fromkeys(r.method for r in inputs["runs"]))
-    unknown = sorted(set(methods) - set(registered()))
-    if unknown:
-        known = ", ".join(registered())
-        raise tables.ResultsError(
-            f"unknown method(s) {', '.join(unknown)}: no file in models/ declares them; registered: {known}"
-        )
-    written = []
+    methods, written = known_methods(methods or dict.fromkeys(r.method for r in inputs["runs"])), []
     for dataset in datasets:
         for name in figure_names(dataset, methods):
             kind = FIGURES[name]

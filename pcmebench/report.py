@@ -33,7 +33,8 @@ from pcmebench import tables
 from pcmebench import vocabulary as vocab
 from pcmebench.files import atomic_write
 from pcmebench.files import code_version as current_code_version
-from pcmebench.plots import FIGURES
+from pcmebench.plots import COMPARED, FIGURES
+from pcmebench.tables import is_own_scoring, known_methods, label, probabilistic_methods, scoring_series, select
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The headline table's columns per direction: the primary protocol's, then the complete ground truth's where it exists.
@@ -51,14 +52,6 @@ STATISTICS = {
     "word count, an image's number of instance categories): the control for length, which alone predicts ambiguity",
     "within_length_spearman_u_log_matches": "the same within each length of at least 50 queries, "
     "averaged weighted by their queries",
-}
-# The σ comparison's columns: the correlation with log true matches, its two length controls, the AUROCs.
-COMPARED = {
-    "spearman_u_log_matches": "ρ(σ, log true matches)\n[95% interval]",
-    "partial_spearman_u_log_matches": "partial ρ,\nlength fixed",
-    "within_length_spearman_u_log_matches": "ρ within\neach length",
-    "auroc_u": "AUROC of σ\n(R@1 failure)",
-    "auroc_margin": "AUROC of the\nscore margin",
 }
 # The uncertainty column's values: the registry's σ statistics, described, and the score-margin baseline.
 UNCERTAINTIES = {name: s.description for name, s in UNCERTAINTY_STATISTICS.items()} | {vocab.MARGIN: "the score margin (no σ)"}
@@ -92,6 +85,11 @@ def ordered(frame: pd.DataFrame, orders: dict) -> pd.DataFrame:
     return frame.sort_values(list(orders), key=lambda c: c if orders[c.name] is None else c.map(vocab.rank_in(orders[c.name])))
 
 
+def interval(low, high, digits: int = 1) -> list[tuple]:
+    """A 95% interval as a cell part; none without both bounds."""
+    return [] if pd.isna(low) or pd.isna(high) else [(f"[{number(low, digits)}, {number(high, digits)}]", "ci", "")]
+
+
 def statistic_cells(rows: pd.DataFrame, keys: list[str]) -> pd.Series:
     """uncertainty_summary rows as cells by ``keys`` and statistic: the mean over seeds, the sd over seeds (two or
     more) and the mean bootstrap interval (the rows <statistic>_ci_low and _ci_high)."""
@@ -102,7 +100,7 @@ def statistic_cells(rows: pd.DataFrame, keys: list[str]) -> pd.Series:
     cells = []
     for mean, std, count, low, high in values.join(bounds.reindex(columns=["low", "high"])).itertuples(index=False):
         cell = [(number(mean, 3), "", "")] + ([(f"± {number(std, 3)} (sd, {count} seeds)", "ci", "")] if count > 1 else [])
-        cells.append(cell + ([] if pd.isna(low) or pd.isna(high) else [(f"[{number(low, 3)}, {number(high, 3)}]", "ci", "")]))
+        cells.append(cell + interval(low, high, 3))
     return pd.Series(cells, index=values.index, dtype=object)
 
 
@@ -111,29 +109,26 @@ def bin_table(rows: pd.DataFrame, uncertainty: str) -> Table:
     values = rows.pivot_table(index="bin", columns="metric", values="value", aggfunc="mean")
     values = values[sorted(values.columns, key=vocab.rank_in(vocab.METRIC_ORDER))]
     edges = rows.groupby("bin")[["u_low", "u_high", "queries"]].mean().loc[values.index]
-    ranges = [f"{number(low, 3)} … {number(high, 3)}" for low, high in zip(edges["u_low"], edges["u_high"], strict=True)]
-    frame = pd.DataFrame(
-        {"bin": values.index.astype(str), f"{uncertainty} range": ranges, "queries": [number(q, 0) for q in edges["queries"]]}
-    )
-    return Table(pd.concat([frame, values.map(number).reset_index(drop=True)], axis=1))
+    bounds = edges[["u_low", "u_high"]].map(number, digits=3)
+    ranges = (bounds["u_low"] + " … " + bounds["u_high"]).rename(f"{uncertainty} range")
+    queries = edges["queries"].map(lambda q: number(q, 0))
+    return Table(pd.concat([ranges, queries, values.map(number)], axis=1).rename(index=str).reset_index())
 
 
 @functools.cache
 def caption(path: Path) -> str:
     """A figure's caption (reStructuredText, workflow/report/<figure>.rst) as an HTML fragment; none without its file."""
+    if not path.is_file():
+        return ""
     settings = {"file_insertion_enabled": False, "raw_enabled": False, "report_level": 3}
-    return (
-        publish_parts(path.read_text(), writer=html5_polyglot.Writer(), settings_overrides=settings)["fragment"]
-        if path.is_file()
-        else ""
-    )
+    return publish_parts(path.read_text(), writer=html5_polyglot.Writer(), settings_overrides=settings)["fragment"]
 
 
 class Report:
     """The tables and figures of one results folder, selected and ordered as the page shows them."""
 
     def __init__(self, results: Path, plots: Path, config: dict | None, captions: Path | None):
-        self.results, self.config, self.captions = Path(results), config, captions
+        self.results, self.plots, self.config, self.captions = Path(results), Path(plots), config, captions
         read = {name: tables.read_table(self.results / name, columns) for name, columns in tables.RESULT_TABLES.items()
                 if name != "metrics.csv"}  # fmt: skip
         self.summary, self.uncertainty, self.runs = read["summary.csv"], read["uncertainty.csv"], read["runs.csv"]
@@ -144,22 +139,8 @@ class Report:
         self.sources, self.recipes = list(dict.fromkeys(paper["source"])), sorted(set(paper["recipe"]) - {SUITE_RECIPE})
         present = {*self.summary["method"], *self.runs["method"]}
         self.datasets = list(config["datasets"] if config else dict.fromkeys([*self.summary["dataset"], *self.runs["dataset"]]))
-        self.methods = list(config["methods"]) if config else [m for m in registered() if m in present]
-        unknown = sorted(set(self.methods) - set(registered()))
-        if unknown:
-            known = ", ".join(registered())
-            raise tables.ResultsError(
-                f"unknown method(s) {', '.join(unknown)}: no file in models/ declares them; registered: {known}"
-            )
-        self.probabilistic = [m for m in self.methods if registered()[m].probabilistic]
-        self.figures: dict[str, list[Path]] = {}
-        for path in sorted(Path(plots).glob("*/*.png"), key=lambda p: (vocab.rank_in(FIGURES)(p.stem), p.stem)):
-            self.figures.setdefault(path.parent.name, []).append(path)
-
-    def label(self, method: str, scoring: str | None = None) -> str:
-        """A method's label; with another scoring than its own, the scoring in brackets."""
-        entry = registered()[method]
-        return entry.label if scoring in (None, entry.primary_scoring) else f"{entry.label} ({scoring})"
+        self.methods = known_methods(config["methods"] if config else [m for m in registered() if m in present])
+        self.probabilistic = probabilistic_methods(self.methods)
 
     def paper(self, key: tuple) -> list[tuple]:
         """The published numbers of (dataset, method, protocol, direction, metric) as cell parts, each with its source."""
@@ -195,65 +176,61 @@ class Report:
 
     def figures_of(self, section: str | None, dataset: str | None = None) -> list[dict]:
         """One dataset's (default: the page's datasets') figures of one section (None: those no section claims)."""
-        paths = [p for d in ([dataset] if dataset else self.datasets) for p in self.figures.get(d, [])]
-        return [self.figure(p) for p in paths if (FIGURES[p.stem].section if p.stem in FIGURES else None) == section]
-
-    def rows_of(self, table: pd.DataFrame, dataset: str) -> pd.DataFrame:
-        return table[(table["dataset"] == dataset) & table["method"].isin(self.methods)]
+        paths = []
+        for name in [dataset] if dataset else self.datasets:
+            paths += sorted((self.plots / name).glob("*.png"), key=lambda p: (vocab.rank_in(FIGURES)(p.stem), p.stem))
+        return [self.figure(p) for p in paths if getattr(FIGURES.get(p.stem), "section", None) == section]
 
     def headline(self, dataset: str) -> Table | str:
         """Every method's own scoring (then its other scorings, greyed) against the headline metrics: the mean over
         seeds (bold: the column's best), its interval, and the published number beside the method's own scoring."""
-        rows, protocol = self.rows_of(self.summary, dataset), vocab.primary_protocol(dataset)
+        rows, protocol = select(self.summary, dataset=dataset, method=self.methods), vocab.primary_protocol(dataset)
         if rows.empty:
             return f"summary.csv has no rows for {dataset} and the configured methods."
         metrics = [*((protocol, m) for m in HEADLINE_METRICS), *EXTRA_PROTOCOL_METRICS]
         candidates = [*((p, d, m) for d in vocab.DIRECTIONS for p, m in metrics), (protocol, vocab.BOTH, vocab.RSUM)]
         ours = set(zip(rows["protocol"], rows["direction"], rows["metric"], strict=True))
         columns = [c for c in candidates if c in ours or any((dataset, m, *c) in self.published for m in self.methods)]
-        present = set(zip(rows["method"], rows["scoring"], strict=True))
-        series = [(m, s) for m in self.methods for i, s in enumerate(registered()[m].scorings) if i == 0 or (m, s) in present]
+        series = scoring_series(rows, self.methods)
         cells = rows.set_index(["method", "scoring", "protocol", "direction", "metric"])[["mean", "ci_low", "ci_high"]]
         values = cells.reindex([(*s, *c) for s in series for c in columns]).to_numpy().reshape(len(series), len(columns), 3)
         best, body = pd.DataFrame(values[:, :, 0]).max(), []
         for (method, scoring), row in zip(series, values, strict=True):
             own, seeds = registered()[method].primary_scoring == scoring, rows.loc[rows["method"] == method, "n"].max()
-            body.append([self.label(method, scoring), scoring, number(seeds, 0)])
+            body.append([label(method, scoring), scoring, number(seeds, 0)])
             for column, (mean, low, high), top in zip(columns, row, best, strict=True):
-                cell = [(number(mean), "best" if mean == top else "", "")]
-                cell += [] if pd.isna(low) or pd.isna(high) else [(f"[{number(low)}, {number(high)}]", "ci", "")]
+                cell = [(number(mean), "best" if mean == top else "", "")] + interval(low, high)
                 body[-1].append(cell + (self.paper((dataset, method, *column)) if own else []))
         header = ["method", "scoring", "seeds", *(f"{vocab.DIRECTIONS.get(d, d)}\n{m}\n{p}" for p, d, m in columns)]
         classes = ["" if registered()[m].primary_scoring == s else "secondary" for m, s in series]
         return Table(pd.DataFrame(body, columns=header), labels=2, classes=classes)
 
     def full_summary(self, dataset: str) -> Table | None:
-        """Every summary row of a dataset, the published number beside its primary scoring, and the published
-        numbers we did not measure."""
-        rows = self.rows_of(self.summary, dataset)
+        """Every summary row of a dataset, the published number beside its own scoring, then the published ones not measured."""
+        rows = select(self.summary, dataset=dataset, method=self.methods)
         if rows.empty:
             return None
-        rows = rows.assign(other=rows["scoring"] != rows["method"].map(lambda m: registered()[m].primary_scoring))
+        rows = rows.assign(other=~is_own_scoring(rows))
         orders = {"protocol": vocab.PROTOCOL_ORDER, "direction": vocab.DIRECTION_ORDER, "metric": vocab.METRIC_ORDER}
         rows = ordered(rows, {**orders, "method": self.methods, "other": None, "scoring": None})
         keys = [(dataset, *key) for key in zip(rows["method"], rows["protocol"], rows["direction"], rows["metric"], strict=True)]
         frame = rows[["protocol", "direction", "metric"]].assign(
-            method=rows["method"].map(self.label), scoring=rows["scoring"], mean=rows["mean"].map(number),
+            method=rows["method"].map(label), scoring=rows["scoring"], mean=rows["mean"].map(number),
             std=rows["std"].map(number), seeds=rows["n"].map("{:.0f}".format),
             interval=[f"[{number(low)}, {number(high)}]" for low, high in zip(rows["ci_low"], rows["ci_high"], strict=True)],
             paper=[[] if other else self.paper(key) for key, other in zip(keys, rows["other"], strict=True)],
         ).rename(columns={"interval": "95% CI"})  # fmt: skip
         measured = {key for key, other in zip(keys, rows["other"], strict=True) if not other}
         unmeasured = [k for k in self.published if k[0] == dataset and k[1] in self.methods and k not in measured]
-        extra = [[p, d, x, self.label(m), registered()[m].primary_scoring, "—", "—", "0", "", self.paper(key)]
+        extra = [[p, d, x, label(m), registered()[m].primary_scoring, "—", "—", "0", "", self.paper(key)]
                  for key in unmeasured for _, m, p, d, x in [key]]  # fmt: skip
         return Table(pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True), labels=5)
 
     def statistics(self, dataset: str) -> tuple[list[tuple[str, Table]] | str, list[tuple[str, str]]]:
-        """uncertainty_summary.csv's statistics, a table per direction (rows: protocol, method, scoring, σ statistic),
-        and the legend of those shown."""
-        protocols, table = vocab.uncertainty_protocols(dataset), self.uncertainty_summary
-        rows = self.rows_of(table[table["protocol"].isin(protocols) & table["uncertainty"].isin(UNCERTAINTIES)], dataset)
+        """uncertainty_summary.csv's statistics, a table per direction (rows: protocol, method, scoring, σ); their legend."""
+        protocols = vocab.uncertainty_protocols(dataset)
+        rows = select(self.uncertainty_summary, dataset=dataset, method=self.methods, protocol=protocols)
+        rows = select(rows, uncertainty=list(UNCERTAINTIES))
         scorings = rows["method"].map(lambda m: registered()[m].scorings)
         rank = [s.index(x) if x in s else -1 for s, x in zip(scorings, rows["scoring"], strict=True)]  # 0: the method's own
         rows = rows.assign(rank=rank).query("rank >= 0")
@@ -264,7 +241,7 @@ class Report:
         for direction in [d for d in vocab.DIRECTIONS if d in cells.index.get_level_values("direction")]:
             here = cells.xs(direction, level="direction").dropna(axis=1, how="all").reset_index()
             here = ordered(here, {"protocol": protocols, "method": self.methods, "rank": None, "uncertainty": UNCERTAINTIES})
-            here = here.assign(method=[self.label(m, s) for m, s in zip(here["method"], here["scoring"], strict=True)])
+            here = here.assign(method=[label(m, s) for m, s in zip(here["method"], here["scoring"], strict=True)])
             classes = ["secondary" if rank else "" for rank in here.pop("rank")]
             found.append((vocab.DIRECTIONS[direction], Table(here.rename(columns=HEADER).fillna("—"), 4, classes)))
         return found, [(s, STATISTICS.get(s, s)) for s in cells.columns] + list(UNCERTAINTIES.items())
@@ -272,36 +249,36 @@ class Report:
     def bins(self, dataset: str) -> list[tuple[str, list[tuple[str, Table]]]]:
         """Each probabilistic method's per-bin retrieval with its own scoring: a table per protocol, statistic and
         direction (and per metric on ECCV, whose ECCV and CxC bins cover other queries)."""
-        found, table = [], self.uncertainty
+        found = []
         for method in self.probabilistic:
-            rows = table[(table["dataset"] == dataset) & (table["method"] == method) & table["direction"].isin(vocab.DIRECTIONS)]
-            rows = rows[(rows["scoring"] == registered()[method].primary_scoring) & rows["uncertainty"].isin(UNCERTAINTIES)]
+            rows = select(self.uncertainty, dataset=dataset, method=method, scoring=registered()[method].primary_scoring)
+            rows = select(rows, direction=list(vocab.DIRECTIONS), uncertainty=list(UNCERTAINTIES))
             protocols = vocab.uncertainty_protocols(dataset) + [p for p in vocab.PCMEPP_PROTOCOLS if p in set(rows["protocol"])]
-            rows = rows[rows["protocol"].isin(protocols)]
+            rows = select(rows, protocol=protocols)
             groups = rows.groupby(["protocol", "uncertainty", "direction", rows["metric"].where(rows["protocol"] == "ECCV", "")])
             order = [vocab.rank_in(protocols), vocab.rank_in(UNCERTAINTIES), vocab.rank_in(vocab.DIRECTIONS), str]
             groups = sorted(groups, key=lambda group: [rank(k) for rank, k in zip(order, group[0], strict=True)])
             parts = [(f"{p} protocol, {vocab.DIRECTIONS[d]}, bins of {u}", bin_table(group, u)) for (p, u, d, _), group in groups]
-            found += [(self.label(method), parts)] if parts else []
+            found += [(label(method), parts)] if parts else []
         return found
 
     def sigma_comparison(self, dataset: str) -> Table | str | None:
         """Every probabilistic method's σ statistics side by side on the complete ground truth (synthetic data)."""
         if dataset not in SYNTHETIC_FORMAT or not self.probabilistic:
             return None
-        table = self.uncertainty_summary
-        rows = table[(table["dataset"] == dataset) & (table["protocol"] == vocab.FULL_PROTOCOL)]
-        rows = rows[rows["method"].isin(self.probabilistic)]
+        rows = select(self.uncertainty_summary, dataset=dataset, protocol=vocab.FULL_PROTOCOL, method=self.probabilistic)
         if rows.empty:
             return f"uncertainty_summary.csv has no {vocab.FULL_PROTOCOL} rows of {', '.join(self.probabilistic)} for {dataset}."
-        rows = rows[rows["scoring"] == rows["method"].map(lambda m: registered()[m].primary_scoring)]
-        cells, body = statistic_cells(rows, ["method", "uncertainty", "direction"]), []
+        cells, body = statistic_cells(rows[is_own_scoring(rows)], ["method", "uncertainty", "direction"]), []
         for method in self.probabilistic:
             for uncertainty, direction in itertools.product(registered()[method].statistics, vocab.DIRECTIONS):
-                keys = [(method, vocab.MARGIN if s == "auroc_margin" else uncertainty, direction, s) for s in COMPARED]
-                row = [self.label(method), UNCERTAINTIES[uncertainty], vocab.QUERY_MODALITY[direction]]
+                keys = [(method, fixed or uncertainty, direction, s) for s, (fixed, *_) in COMPARED.items()]
+                row = [label(method), UNCERTAINTIES[uncertainty], vocab.QUERY_MODALITY[direction]]
                 body.append(row + [cells.get(key, "—") for key in keys])
-        return Table(pd.DataFrame(body, columns=["method", "σ statistic", "queries", *COMPARED.values()]), labels=3)
+        return Table(
+            pd.DataFrame(body, columns=["method", "σ statistic", "queries", *(header for *_, header in COMPARED.values())]),
+            labels=3,
+        )
 
     def training(self) -> Table:
         """Every run's cost and provenance (runs.csv)."""
@@ -328,9 +305,8 @@ def write_report(
     environment.policies["urlize.rel"] = ""  # plain links, followed only on a click
     code_version = current_code_version() if code_version is None else code_version
     generated = generated or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    template = environment.get_template("report.html.j2")
-    page = template.render(r=report, page=report.page(), suite=SUITE_RECIPE, primary=vocab.primary_protocol,
-                           generated=generated, code_version=code_version)  # fmt: skip
+    shown = {"suite": SUITE_RECIPE, "primary": vocab.primary_protocol, "generated": generated, "code_version": code_version}
+    page = environment.get_template("report.html.j2").render(r=report, page=report.page(), **shown)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(out), lambda path: path.write_text(page, encoding="utf-8"))
     return Path(out)

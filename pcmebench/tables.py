@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from models.registry import registered
 from pcmebench.files import atomic_write
 
 # --- per run (work/runs/<dataset>/<method>/seed<seed>/) ----------------------------------------
@@ -118,3 +120,44 @@ def weighted_means(per_query: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     weighted = per_query.assign(_wv=per_query["value"] * per_query["weight"])
     sums = weighted.groupby(keys, sort=False)[["_wv", "weight"]].sum()
     return (sums["_wv"] / sums["weight"]).rename("value").reset_index()
+
+
+# --- rows of the tables, by method (the registry says each method's label, scorings and kind) --------
+
+
+def probabilistic_methods(methods) -> list[str]:
+    """Those of ``methods`` the registry marks probabilistic (they have σ figures), in their order."""
+    return [m for m in methods if m in registered() and registered()[m].probabilistic]
+
+
+def known_methods(methods) -> list[str]:
+    """``methods``, each declared by a file in models/ (else a ResultsError naming those that are not)."""
+    unknown, known = ", ".join(sorted(set(methods) - set(registered()))), ", ".join(registered())
+    if unknown:
+        raise ResultsError(f"unknown method(s) {unknown}: no file in models/ declares them; registered: {known}")
+    return list(methods)
+
+
+def label(method: str, scoring: str | None = None) -> str:
+    """A method's label; with another scoring than its own, the scoring in brackets."""
+    entry = registered()[method]
+    return entry.label if scoring in (None, entry.primary_scoring) else f"{entry.label} ({scoring})"
+
+
+def select(table: pd.DataFrame, **values) -> pd.DataFrame:
+    """The rows of ``table`` whose columns hold these values (a list: any of its items)."""
+    keep = np.ones(len(table), dtype=bool)
+    for column, value in values.items():
+        keep &= (table[column].isin(value) if isinstance(value, list) else table[column] == value).to_numpy()
+    return table[keep]
+
+
+def is_own_scoring(rows: pd.DataFrame) -> pd.Series:
+    """Whether each row is of its method's own (primary) scoring."""
+    return rows["scoring"] == rows["method"].map(lambda m: registered()[m].primary_scoring)
+
+
+def scoring_series(rows: pd.DataFrame, methods) -> list[tuple[str, str]]:
+    """(method, scoring): each method's own scoring, then its other scorings that have rows."""
+    present = set(zip(rows["method"], rows["scoring"], strict=True))
+    return [(m, s) for m in methods for i, s in enumerate(registered()[m].scorings) if i == 0 or (m, s) in present]

@@ -279,13 +279,14 @@ def test_every_probabilistic_method_gets_its_own_sigma_panels(fake, tmp_path, mo
     its own row of σ panels, its own σ bar, with its own statistic and scoring: nothing is tied to
     one method's name."""
     from pcmebench import plots
+    from pcmebench.tables import probabilistic_methods
 
     first = register_twin(monkeypatch)
     results, run_dirs = fake
     tables = {name: pd.read_csv(results / name) for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv")}
     tables = {name: pd.concat([t, t[t["method"] == first].assign(method="twin")]) for name, t in tables.items()}
     methods = [first, "twin"]
-    assert plots.probabilistic_methods(["vse0", *methods]) == methods
+    assert probabilistic_methods(["vse0", *methods]) == methods
     bins = plots.plot_uncertainty_bins(tables["uncertainty.csv"], "synthetic-cub", methods)
     assert [sub._suptitle.get_text() for sub in bins.subfigs] == [REGISTRY[first].label, "Twin"]
     assert all(axes.lines for sub in bins.subfigs for axes in sub.axes)  # both rows drawn, no "no data" panel
