@@ -140,6 +140,13 @@ SCORINGS = {
         (),
         lambda images, captions, learned: csd_scores(images["mu"], images["log_sigma"], captions["mu"], captions["log_sigma"]),
     ),
+    "precomputed": Scoring(
+        "a score matrix computed elsewhere (an external model's, pcmebench.external): image_scores holds each image's "
+        "scores against every caption, caption_scores the same matrix transposed",
+        ("scores",),
+        (),
+        lambda images, captions, learned: images["scores"],
+    ),
 }
 
 

@@ -52,7 +52,7 @@ from metrics import (
 from pcmebench.files import atomic_write
 from pcmebench.protocols import PMRP_ZETAS, EvaluationSplit, RetrievalTask, protocol_tasks
 from pcmebench.runs import add_stage_arguments, parse_stage_arguments, resolve_device
-from pcmebench.scoring import Embeddings, load_embeddings, score_matrix, scorings_for, uncertainty_statistics
+from pcmebench.scoring import Embeddings, load_embeddings, score_matrix, uncertainty_statistics
 from pcmebench.tables import (
     METRICS_COLUMNS,
     PER_QUERY_COLUMNS,
@@ -413,25 +413,34 @@ def _queries_table(u: dict | None, own_statistic: str | None, true_matches: dict
 
 
 def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | None = None, eccv_data=None) -> Evaluation:
-    """Every table of one run: pass 1, retrieval on every scoring; pass 2, the σ analysis on the method's own."""
+    """Every table of one trained run, from its embeddings file (``pcmebench.embed``)."""
     prepared = PreparedDataset(prepared_dir)
     split = EvaluationSplit.from_prepared(prepared, "test")
     embeddings = load_embeddings(embeddings_path)
     check_settings(settings, embeddings)
     check_alignment(embeddings, split, prepared_dir)
+    run_device = resolve_device(device or settings.get("device", "auto"))
+    return evaluate_embeddings(prepared, split, embeddings, settings, run_device, eccv_data)
+
+
+def evaluate_embeddings(
+    prepared: PreparedDataset, split: EvaluationSplit, embeddings: Embeddings, settings: dict, device, eccv_data=None
+) -> Evaluation:
+    """Every table of embeddings in the split's row order (a trained run's, or an external file's,
+    ``pcmebench.external``): pass 1, retrieval on every scoring of their analysis; pass 2, the σ
+    analysis on its own scoring. ``settings`` names the run (dataset, method, seed)."""
     dataset, method = settings["dataset"], settings["method"]
     run = {k: settings[k] for k in RUN_COLUMNS}
-    entry = embeddings.method  # the method's registry entry (check_settings: the same method)
-    scorings, own = scorings_for(method), entry.primary_scoring
-    run_device = resolve_device(device or settings.get("device", "auto"))
+    analysis = embeddings.analysis
+    scorings, own = analysis.scorings, analysis.own_scoring
     tasks = protocol_tasks(split, dataset, prepared.raw_root, eccv_data)
     log.info(
         "%s %s seed %s: %d images, %d captions; %d tasks (%s); scorings %s on %s",
         dataset, method, run["seed"], split.n_images, split.n_captions, len(tasks),
-        ", ".join(sorted({t.protocol for t in tasks})), list(scorings), run_device,
+        ", ".join(sorted({t.protocol for t in tasks})), list(scorings), device,
     )  # fmt: skip
 
-    values = {scoring: _score_tasks(tasks, embeddings, scoring, run_device, scoring == own) for scoring in scorings}
+    values = {scoring: _score_tasks(tasks, embeddings, scoring, device, scoring == own) for scoring in scorings}
     for task, result in zip(tasks, values[own], strict=True):
         _log_exclusions(task, result)  # the same queries for every scoring
     per_query, folds = _per_query_table(tasks, values)
@@ -441,14 +450,14 @@ def evaluate_run(prepared_dir, embeddings_path, settings: dict, device: str | No
     u = uncertainty_statistics(embeddings) if embeddings.is_probabilistic else None
     true_matches = _true_matches(tasks, n_queries)
     lengths = {"t2i": split.caption_words, "i2t": split.labels.sum(axis=1) if split.format == "coco" else None}
-    analyses = _analysis_arrays(tasks, values[own], n_queries, entry.statistics)
+    analyses = _analysis_arrays(tasks, values[own], n_queries, analysis.statistics)
     synthetic_matches = true_matches if dataset in SYNTHETIC_FORMAT else None
     bins, summary = _uncertainty_tables(analyses, own, u, synthetic_matches, lengths)
     uncertainty = pd.concat(bins, ignore_index=True) if bins else pd.DataFrame(columns=UNCERTAINTY_COLUMNS[3:])
     return Evaluation(
         _metric_table(per_query, run),
         per_query,
-        _queries_table(u, entry.uncertainty_statistic, true_matches, n_queries),
+        _queries_table(u, analysis.uncertainty_statistic, true_matches, n_queries),
         _with_run(uncertainty, run)[UNCERTAINTY_COLUMNS],
         _with_run(pd.DataFrame(summary, columns=UNCERTAINTY_SUMMARY_COLUMNS[3:]), run)[UNCERTAINTY_SUMMARY_COLUMNS],
     )

@@ -3,8 +3,9 @@
 One (images x captions) matrix per scoring, higher = closer: image-to-text ranks its rows,
 text-to-image its columns (the transpose). The scorings and the statistics are the tables of
 ``models/scorings.py`` (one entry each: what it reads and how it computes); which ones a method
-reports, its own first, is its registry entry's (``models/registry.py``). The embeddings file is
-the one ``pcmebench.embed`` writes: what it holds is the entry's ``exports``.
+reports, its own first, is its registry entry's (``models/registry.py``): the embeddings'
+``Analysis``. The embeddings file is the one ``pcmebench.embed`` writes: what it holds is the
+entry's ``exports``; an external model's file (``pcmebench.external``) brings its own analysis.
 """
 
 from __future__ import annotations
@@ -23,6 +24,34 @@ MODALITIES = ("image", "caption")
 ID_KEYS = ("image_ids", "caption_ids", "caption_image_index")
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """What the evaluation computes from a file's tensors: its scorings (its own first) and, where it
+    holds log σ (``sigma``, an item), the uncertainty statistics (their own first)."""
+
+    scorings: tuple[str, ...]
+    sigma: str | None = None
+    statistics: tuple[str, ...] = ()
+
+    @property
+    def own_scoring(self) -> str:
+        return self.scorings[0]
+
+    @property
+    def probabilistic(self) -> bool:
+        return self.sigma is not None
+
+    @property
+    def uncertainty_statistic(self) -> str | None:
+        """The statistic the σ figures plot (the first), or None without log σ."""
+        return self.statistics[0] if self.statistics else None
+
+    @classmethod
+    def of(cls, method: Method) -> Analysis:
+        """A registered method's: its entry's scorings, log σ item and statistics."""
+        return cls(method.scorings, method.sigma, method.statistics)
+
+
 @dataclass
 class Embeddings:
     """A run's test embeddings: ids in the split's row order and the method's tensors (fp32, CPU)."""
@@ -33,6 +62,7 @@ class Embeddings:
     caption_image_index: np.ndarray
     tensors: dict[str, torch.Tensor]
     settings: dict
+    analysis: Analysis | None = None  # load_embeddings: the method's; an external file's: the user's
 
     @property
     def method(self) -> Method:
@@ -41,7 +71,7 @@ class Embeddings:
 
     @property
     def is_probabilistic(self) -> bool:
-        return self.method.probabilistic
+        return self.analysis.probabilistic
 
 
 def load_embeddings(path: str | Path) -> Embeddings:
@@ -75,7 +105,8 @@ def load_embeddings(path: str | Path) -> Embeddings:
         if not torch.isfinite(value).all():
             raise ValueError(f"{path}: {key} holds NaN or infinite values")
     tensors = {k: v.float() for k, v in tensors.items()}
-    return Embeddings(path, ids["image_ids"], ids["caption_ids"], ids["caption_image_index"], tensors, settings)
+    ids = (ids["image_ids"], ids["caption_ids"], ids["caption_image_index"])
+    return Embeddings(path, *ids, tensors, settings, Analysis.of(method))
 
 
 def scorings_for(method: str) -> tuple[str, ...]:
@@ -83,12 +114,18 @@ def scorings_for(method: str) -> tuple[str, ...]:
     return method_entry(method).scorings
 
 
+def tensors_read(scoring: str) -> list[str]:
+    """The names of the tensors one scoring reads from an embeddings file: each item per modality, then the learned scalars."""
+    entry = SCORINGS[scoring]
+    return [f"{m}_{item}" for item in entry.items for m in MODALITIES] + list(entry.learned)
+
+
 def score_matrix(embeddings: Embeddings, scoring: str, device: torch.device | str = "cpu") -> np.ndarray:
     """The (N_i, N_c) float32 score matrix of one scoring, computed on ``device``, returned on the CPU."""
     if scoring not in SCORINGS:
         raise ValueError(f"unknown scoring {scoring!r}; allowed: {', '.join(SCORINGS)}")
     entry = SCORINGS[scoring]
-    reads = [f"{m}_{item}" for item in entry.items for m in MODALITIES] + list(entry.learned)
+    reads = tensors_read(scoring)
     lacking = [k for k in reads if k not in embeddings.tensors]
     if lacking:
         raise ValueError(f"{embeddings.path}: scoring {scoring!r} reads {lacking}, which these embeddings do not hold")
@@ -107,14 +144,14 @@ def score_matrix(embeddings: Embeddings, scoring: str, device: torch.device | st
 
 def uncertainty_statistics(embeddings: Embeddings) -> dict[str, dict[str, np.ndarray]]:
     """Per-query uncertainty statistics of a probabilistic method's embeddings, by name and direction:
-    the statistics its registry entry lists (``models.scorings.UNCERTAINTY_STATISTICS``), from the
-    log σ it exports, in float64. i2t queries are images, t2i queries captions.
+    the statistics of its analysis (``models.scorings.UNCERTAINTY_STATISTICS``; a method's: its registry
+    entry's), from the log σ it holds, in float64. i2t queries are images, t2i queries captions.
     """
-    method = embeddings.method
+    analysis = embeddings.analysis
     log_sigma = {
-        "i2t": embeddings.tensors[f"image_{method.sigma}"].double(),
-        "t2i": embeddings.tensors[f"caption_{method.sigma}"].double(),
+        "i2t": embeddings.tensors[f"image_{analysis.sigma}"].double(),
+        "t2i": embeddings.tensors[f"caption_{analysis.sigma}"].double(),
     }
     return {
-        name: {d: UNCERTAINTY_STATISTICS[name].compute(v).numpy() for d, v in log_sigma.items()} for name in method.statistics
+        name: {d: UNCERTAINTY_STATISTICS[name].compute(v).numpy() for d, v in log_sigma.items()} for name in analysis.statistics
     }

@@ -80,6 +80,8 @@ def test_every_scoring_and_statistic_the_registry_names_is_implemented():
             f"{prefix}_samples": torch.randn(n, 3, 6, generator=generator),
         }
     tensors |= {"a": torch.tensor([5.0]), "b": torch.tensor([1.0])}
+    matrix = torch.randn(4, 8, generator=generator)  # an external model's scores (the precomputed scoring)
+    tensors |= {"image_scores": matrix, "caption_scores": matrix.T}
     ids = {"image_ids": np.arange(4), "caption_ids": np.arange(8), "caption_image_index": np.arange(8) % 4}
     embeddings = scoring.Embeddings(path="all.safetensors", tensors=tensors, settings={}, **ids)
     for name in SCORINGS:
