@@ -1,8 +1,9 @@
 # pcme-bench: PCME against PVSE, VSE0 and VSE++ on COCO and CUB (and their synthetic twins).
 # Stages, one rule file each: download (real data) or data (synthetic) -> prepare -> train -> embed
-# -> evaluate -> aggregate -> plots -> report. `snakemake --cores 8 all` builds every table and plot of
-# the preset's results_dir (results/ by default); `snakemake report` renders <results_dir>/report/index.html
-# from them. The methods are the files of models/ (models/registry.py).
+# -> evaluate (external models: their files, external.smk) -> aggregate -> plots -> report.
+# `snakemake --cores 8 all` builds every table and plot of the preset's results_dir (results/ by
+# default); `snakemake report` renders <results_dir>/report/index.html from them. The methods are
+# the files of models/ (models/registry.py).
 
 
 configfile: "config/config.yaml"
@@ -21,6 +22,7 @@ wildcard_constraints:
     dataset=one_of(DATASETS),
     synthetic=one_of(SYNTHETIC_FORMAT),
     method=one_of(METHODS),
+    external=one_of(config.get("external") or {}) or "(?!)",
     seed=r"\d+",
 
 
@@ -31,6 +33,8 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/external.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/report.smk"
@@ -42,6 +46,7 @@ rule all:
         RESULT_TABLES,
         PAPER_TABLE,
         PLOT_FILES,
+        EXPORT_DIRS,
 
 
 rule data:

@@ -256,6 +256,15 @@ class DataPaths:
         """The files and folders of a real dataset's layout, which its prepare job reads."""
         return [str(item.path) for item in dataset_items(name, self.root(name), self.data_root)]
 
+    def annotations(self, name: str) -> list[str]:
+        """What the lists of a dataset's test split read (``pcmebench.lists``): a synthetic dataset's
+        folder; a real one's annotation, index and split files (and CUB's captions), not its images."""
+        if name not in REAL_DATASETS:
+            return [str(self.root(name))]
+        layout = {"coco": CocoLayout, "cub": CubLayout}[name](self.root(name))
+        captions = [layout.root / "text_c10"] if name == "cub" else []
+        return [str(path) for path in (*layout.required_files(("test",)), *captions)]
+
     def word_vectors(self, name: str) -> str | None:
         """The GloVe file of a dataset's settings, resolved under data_root, or None."""
         path = self.dataset_settings[name]["word_vectors"]

@@ -112,6 +112,7 @@ class Method:
     statistics: tuple[str, ...] = ()
     settings: dict = field(default_factory=dict)
     note: str = ""
+    external: bool = False  # a model trained elsewhere, evaluated from its files (config `external`)
 
     @property
     def module(self) -> str:
@@ -120,7 +121,7 @@ class Method:
 
     @property
     def where(self) -> str:
-        return f"models/{self.file.name}"
+        return f"config external.{self.name}" if self.external else f"models/{self.file.name}"
 
     @property
     def primary_scoring(self) -> str:
@@ -316,6 +317,16 @@ def unknown_message(name: str, methods: dict[str, Method]) -> str:
         f"unknown method {name!r}{hint}: no file in models/ declares it; registered: {', '.join(methods)}. "
         f"A method is one file models/<file>.py whose {DECLARATION} has an entry named {name!r} ({ADDING})"
     )
+
+
+def external_method(name: str, label: str, color: str, scorings, statistics=()) -> Method:
+    """A model trained elsewhere (config ``external``), as the tables, figures and report see a method:
+    probabilistic when it has σ statistics (its files hold ``log_sigma``)."""
+    statistics = tuple(statistics)
+    return Method(
+        name, label, color, "", Path(), tuple(scorings), bool(statistics), (), statistics=statistics,
+        sigma="log_sigma" if statistics else None, external=True,
+    )  # fmt: skip
 
 
 def probabilistic() -> list[str]:

@@ -5,13 +5,15 @@
 
 Reads, from every run folder, ``metrics.csv``, ``per_query.parquet``, ``uncertainty.csv``,
 ``uncertainty_summary.csv`` and ``run.json`` (written by ``pcmebench.evaluate`` and
-``pcmebench.train``) and writes, each file atomically:
+``pcmebench.train``), or, from an external model's folder, ``external.json`` in place of
+``run.json`` (``pcmebench.external``), and writes, each file atomically:
 
 - ``metrics.csv``, ``uncertainty.csv``, ``uncertainty_summary.csv``: the runs' tables, concatenated;
 - ``summary.csv``: per (dataset, method, protocol, scoring, direction, metric) the mean and
   standard deviation over seeds, the number of seeds and a 95% bootstrap confidence interval
   (see :func:`bootstrap_intervals`);
 - ``runs.csv``: one row per training run, from ``run.json``;
+- ``external.csv``: one row per external model's file (dataset, model, seed), from ``external.json``;
 - ``paper.csv``: the published numbers of ``--published``, validated, each with its source.
 
 A missing file or a table whose columns differ from the expected schema stops the run with an
@@ -34,6 +36,7 @@ import pandas as pd
 from metrics.bootstrap import percentile_interval, resample_counts, series_replicates
 from pcmebench.logs import log_to_stderr
 from pcmebench.tables import (
+    EXTERNAL_COLUMNS,
     PAPER_COLUMNS,
     PER_QUERY_COLUMNS,
     RESULT_TABLES,
@@ -56,6 +59,7 @@ log = logging.getLogger("pcmebench.aggregate")
 CONCATENATED = ("metrics.csv", "uncertainty.csv", "uncertainty_summary.csv")
 AGGREGATED_TABLES = (*CONCATENATED, "per_query.parquet")
 RUN_FILES = (*AGGREGATED_TABLES, "run.json")
+EXTERNAL_RECORD = "external.json"  # an external model's folder: its record in place of run.json
 # Replicates are drawn in blocks so that a block's (replicates x queries) count matrix stays small.
 BLOCK_ELEMENTS = 4_000_000
 
@@ -66,17 +70,21 @@ BLOCK_ELEMENTS = 4_000_000
 def load_run(run_dir: Path) -> dict[str, pd.DataFrame | dict]:
     """Every file of one run folder, checked against its columns and against the run's identity.
 
-    Returns {"record": run.json's RUN_RECORD_KEYS} and, by file name, each of AGGREGATED_TABLES.
+    Returns {"record": run.json's RUN_RECORD_KEYS} (an external model's folder: {"external":
+    external.json's EXTERNAL_COLUMNS}) and, by file name, each of AGGREGATED_TABLES.
     """
     run_dir = Path(run_dir)
-    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+    external = (run_dir / EXTERNAL_RECORD).is_file() and not (run_dir / "run.json").exists()
+    expected = (*AGGREGATED_TABLES, EXTERNAL_RECORD) if external else RUN_FILES
+    missing = [name for name in expected if not (run_dir / name).is_file()]
     if missing:
         raise ResultsError(
             f"{run_dir}: missing {', '.join(missing)}; the run's training (run.json) or evaluation (the tables) "
             "did not finish: run the workflow again for it"
         )
-    record = read_run_record(run_dir / "run.json")
-    run = {"record": {key: record[key] for key in RUN_RECORD_KEYS}}
+    kind, keys = ("external", EXTERNAL_COLUMNS) if external else ("record", RUN_RECORD_KEYS)
+    record = read_run_record(run_dir / (EXTERNAL_RECORD if external else "run.json"), keys)
+    run = {kind: {key: record[key] for key in keys}}
     run.update({name: read_table(run_dir / name, RUN_TABLES[name], exact=True) for name in AGGREGATED_TABLES})
     identity = (record["dataset"], record["method"], int(record["seed"]))
     for name in CONCATENATED:
@@ -84,7 +92,8 @@ def load_run(run_dir: Path) -> dict[str, pd.DataFrame | dict]:
         found = set(zip(frame["dataset"], frame["method"], frame["seed"].astype(int), strict=True))
         if found - {identity}:
             raise ResultsError(
-                f"{run_dir / name}: rows for {sorted(found - {identity})} in the folder of run {identity} (run.json)"
+                f"{run_dir / name}: rows for {sorted(found - {identity})} in the folder of run {identity} "
+                f"({EXTERNAL_RECORD if external else 'run.json'})"
             )
     check_unique_rows(run["metrics.csv"], run["per_query.parquet"], run_dir)
     check_per_query_means(run["metrics.csv"], run["per_query.parquet"], run_dir / "per_query.parquet")
@@ -232,7 +241,8 @@ def aggregate(
     if not runs:
         raise ResultsError("no run folders given")
     loaded = [load_run(Path(run)) for run in runs]
-    identities = [(run["record"]["dataset"], run["record"]["method"], int(run["record"]["seed"])) for run in loaded]
+    records = [run.get("record") or run["external"] for run in loaded]
+    identities = [(record["dataset"], record["method"], int(record["seed"])) for record in records]
     repeated = {identity for identity in identities if identities.count(identity) > 1}
     if repeated:
         raise ResultsError(f"the same run twice among --runs: {sorted(repeated)}")
@@ -244,7 +254,8 @@ def aggregate(
         name: concat([run[name] for run in loaded], RESULT_TABLES[name]) for name in AGGREGATED_TABLES if name in RESULT_TABLES
     }
     tables["summary.csv"] = summarize(tables["metrics.csv"], per_query, replicates, seed)
-    tables["runs.csv"] = pd.DataFrame([run["record"] for run in loaded], columns=RESULT_TABLES["runs.csv"])
+    tables["runs.csv"] = pd.DataFrame([run["record"] for run in loaded if "record" in run], columns=RESULT_TABLES["runs.csv"])
+    tables["external.csv"] = pd.DataFrame([run["external"] for run in loaded if "external" in run], columns=EXTERNAL_COLUMNS)
     tables["paper.csv"] = published_numbers(published) if published is not None else pd.DataFrame(columns=PAPER_COLUMNS)
     written = {}
     for name in RESULT_TABLES:
@@ -257,7 +268,11 @@ def aggregate(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--runs", nargs="+", type=Path, required=True, help="run folders (work/runs/<dataset>/<method>/seed<seed>)"
+        "--runs",
+        nargs="+",
+        type=Path,
+        required=True,
+        help="run folders (work/runs/<dataset>/<method>/seed<seed>) and external models' (work/external/<dataset>/<name>/seed<seed>)",
     )
     parser.add_argument("--results", type=Path, required=True, help="folder for the result tables")
     parser.add_argument(

@@ -25,9 +25,14 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 from corpora import SYNTHETIC_FORMAT
-from models.registry import Method, RegistryError, registered, settings_problems, with_method_settings
+from models.registry import Method, RegistryError, external_method, registered, settings_problems, with_method_settings
+from models.scorings import SCORINGS, UNCERTAINTY_STATISTICS
+from pcmebench.files import array_names
 
 STRICT_KEYWORDS = ("additionalProperties", "unevaluatedProperties")
+# An external model's colour where the config gives none: the first of these no method uses.
+EXTERNAL_COLORS = ("#7f7f7f", "#bcbd22", "#17becf", "#8c564b", "#e377c2", "#393b79", "#637939", "#843c39")
+SIGMA_ARRAYS = ("image_log_sigma", "caption_log_sigma")  # in an external file: the σ analysis runs
 
 
 def load_schema(path: str | Path) -> dict:
@@ -52,12 +57,76 @@ def check_config(config: dict, schema_path: str | Path) -> dict[str, Method]:
     return methods
 
 
+def external_files(entry: dict, dataset: str) -> list[str]:
+    """An external model's files of ``dataset``, one per seed (none: the model has no file of it)."""
+    files = entry["files"].get(dataset, [])
+    return [files] if isinstance(files, str) else list(files)
+
+
+def external_problems(config: dict, methods: dict[str, Method]) -> list[str]:
+    """What the schema cannot say of config ``external``: a method's name, unknown scorings or
+    statistics, and files that are missing, unreadable or disagree on log σ."""
+    problems = []
+    for name, entry in (config.get("external") or {}).items():
+        where = f"config: external.{name}"
+        if name in methods:
+            problems.append(
+                f"{where}: {name!r} is a method of models/ ({methods[name].where}); give the external model another name"
+            )
+        scorings = [entry["scoring"]] if isinstance(entry["scoring"], str) else entry["scoring"]
+        for key, names, known in (
+            ("scoring", scorings, SCORINGS),
+            ("statistics", entry.get("statistics", []), UNCERTAINTY_STATISTICS),
+        ):
+            for unknown in (n for n in names if n not in known):
+                close = difflib.get_close_matches(unknown, list(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{where}.{key}: unknown {unknown!r}{hint}; known: {', '.join(known)}")
+        sigma = {}
+        for dataset in (d for d in config["datasets"] if d in entry["files"]):
+            for index, file in enumerate(external_files(entry, dataset)):
+                try:
+                    sigma[file] = set(SIGMA_ARRAYS) <= set(array_names(Path(file)))
+                except (ValueError, OSError) as error:
+                    missing = not Path(file).is_file()
+                    problems.append(
+                        f"{where}.files.{dataset}[{index}]: " + (f"{file}: file not found" if missing else str(error))
+                    )
+        if len(set(sigma.values())) > 1:
+            without = [f for f, has in sigma.items() if not has]
+            problems.append(
+                f"{where}.files: some files hold log σ ({', '.join(SIGMA_ARRAYS)}), these do not: {', '.join(without)}"
+            )
+        elif entry.get("statistics") and not any(sigma.values()) and sigma:
+            problems.append(f"{where}.statistics: its files hold no log σ ({', '.join(SIGMA_ARRAYS)}) for the statistics to read")
+    return problems
+
+
+def resolve_external(config: dict, methods: dict[str, Method]) -> dict[str, Method]:
+    """Each entry of config ``external`` completed in place (``scoring`` a list; ``statistics``: those given,
+    or every one when its files hold log σ, else none; ``color``), and returned as methods
+    (``models.registry.external_method``) by name."""
+    used = {m.color.lower() for m in methods.values()}
+    free = iter([c for c in EXTERNAL_COLORS if c not in used] + list(EXTERNAL_COLORS))
+    resolved = {}
+    for name, entry in (config.get("external") or {}).items():
+        entry["scoring"] = [entry["scoring"]] if isinstance(entry["scoring"], str) else list(entry["scoring"])
+        files = [f for d in config["datasets"] for f in external_files(entry, d)]
+        sigma = bool(files) and all(set(SIGMA_ARRAYS) <= set(array_names(Path(f))) for f in files)
+        entry["statistics"] = list(entry.get("statistics") or (UNCERTAINTY_STATISTICS if sigma else []))
+        entry["color"] = entry.get("color") or next(free)
+        resolved[name] = external_method(name, entry["label"], entry["color"], entry["scoring"], entry["statistics"])
+    return resolved
+
+
 def config_problems(config: dict, schema: dict, methods: dict[str, Method] | None = None) -> list[str]:
     """Every way ``config`` cannot run, one line each: the schema's (with command-line text first
     read as the numbers, booleans and nulls the schema wants, in place), else the methods' missing
     settings (``models.registry.settings_problems``) and the recipe's (``recipe_problems``)."""
     coerce_command_line_scalars(config, schema)
-    return schema_problems(config, schema) or settings_problems(config, methods) + recipe_problems(config)
+    return schema_problems(config, schema) or (
+        settings_problems(config, methods) + recipe_problems(config) + external_problems(config, methods or registered())
+    )
 
 
 def key_path(parts) -> str:

@@ -1,11 +1,14 @@
 """Evaluate a model trained elsewhere: its embeddings, or its score matrix, of an evaluation split, from a file.
 
     pcmebench-evaluate --dataset coco --prepared work/prepared/coco --embeddings clip.safetensors \
-        --scoring cosine --out results/clip/ [--label clip-vitb32] [--seed 0] [--statistics ...]
+        --scoring cosine --out results/clip/ [--name clip-vitb32] [--label "CLIP ViT-B/32"] [--seed 0] [--statistics ...]
 
 (``python -m pcmebench.external`` alike.) It writes the five tables a trained run's evaluation
-writes (results/README.md), with ``method`` the label and ``seed`` the given seed, computed by the
-same functions (``pcmebench.evaluate.evaluate_embeddings``).
+writes (results/README.md), with ``method`` the name and ``seed`` the given seed, computed by the
+same functions (``pcmebench.evaluate.evaluate_embeddings``), and ``external.json``: the model's
+name, label, colour, scorings and statistics, and the file with its SHA-256, which
+``pcmebench.aggregate`` gathers into ``external.csv`` (the workflow's config key ``external`` runs
+this for every file it lists).
 
 The file (safetensors, or numpy's ``.npz`` with the same names) holds ``image_ids`` and
 ``caption_ids`` (int) naming its rows by the ids of the lists ``python -m pcmebench.lists`` writes,
@@ -24,6 +27,8 @@ first offending ids, before anything is written.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import sys
 import zipfile
@@ -37,11 +42,12 @@ from corpora.prepared import PreparedDataset
 from models.registry import registered
 from models.scorings import SCORINGS, UNCERTAINTY_STATISTICS
 from pcmebench.evaluate import Evaluation, evaluate_embeddings, write_evaluation
+from pcmebench.files import atomic_write
 from pcmebench.logs import log_to_stderr
 from pcmebench.protocols import EvaluationSplit
 from pcmebench.runs import resolve_device, use_threads
 from pcmebench.scoring import MODALITIES, Analysis, Embeddings, tensors_read
-from pcmebench.tables import RUN_TABLES
+from pcmebench.tables import EXTERNAL_COLUMNS, RUN_TABLES
 from pcmebench.tensorfiles import read_safetensors
 
 log = logging.getLogger("pcmebench.external")
@@ -237,20 +243,40 @@ def read_external(
 
 
 def evaluate_external(
-    prepared_dir, path, dataset: str, scorings, label: str | None = None, seed: int = 0, statistics=None,
+    prepared_dir, path, dataset: str, scorings, name: str | None = None, seed: int = 0, statistics=None,
     device: str = "auto", eccv_data=None,
 ) -> Evaluation:  # fmt: skip
-    """Every table of one external file against the test split of ``prepared_dir``; ``method`` is ``label``
+    """Every table of one external file against the test split of ``prepared_dir``; ``method`` is ``name``
     (default: the file's name without its suffix)."""
     path = Path(path)
-    label = label or path.stem
-    if label in registered():
-        raise ValueError(f"label {label!r} is the name of a method of this suite; give the external model another")
+    name = name or path.stem
+    if name in registered():
+        raise ValueError(f"name {name!r} is the name of a method of this suite; give the external model another")
     prepared = PreparedDataset(prepared_dir)
     split = EvaluationSplit.from_prepared(prepared, "test")
-    settings = {"dataset": dataset, "method": label, "seed": seed}
+    settings = {"dataset": dataset, "method": name, "seed": seed}
     embeddings = read_external(path, prepared, split, scorings, statistics, settings)
     return evaluate_embeddings(prepared, split, embeddings, settings, resolve_device(device), eccv_data)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        while chunk := stream.read(2**24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_record(path: Path, evaluation: Evaluation, args: argparse.Namespace, name: str) -> None:
+    """external.json: what the model is (EXTERNAL_COLUMNS) and which file, by content, gave its tables."""
+    statistics = [s for s in UNCERTAINTY_STATISTICS if s in set(evaluation.uncertainty_summary["uncertainty"])]
+    record = {
+        "dataset": args.dataset, "method": name, "seed": args.seed, "label": args.label or name, "color": args.color,
+        "scorings": " ".join(args.scoring), "statistics": " ".join(args.statistics or statistics),
+        "file": str(args.embeddings), "sha256": sha256(args.embeddings),
+    }  # fmt: skip
+    assert list(record) == EXTERNAL_COLUMNS
+    atomic_write(path, lambda temporary: temporary.write_text(json.dumps(record, indent=1) + "\n"))
 
 
 def main(argv=None) -> None:
@@ -259,10 +285,12 @@ def main(argv=None) -> None:
     parser.add_argument("--prepared", default=None, help="the prepared dataset folder (default: work/prepared/<dataset>)")
     parser.add_argument("--embeddings", required=True, help="the file: .safetensors or .npz (docs/external.md)")
     parser.add_argument("--scoring", nargs="+", required=True, choices=list(SCORINGS), help="scorings, its own first")
-    parser.add_argument("--statistics", nargs="+", default=None, choices=list(UNCERTAINTY_STATISTICS),
-                        help="with log σ in the file: the uncertainty statistics, its own first (default: every one)")  # fmt: skip
+    parser.add_argument("--statistics", nargs="*", default=None, choices=list(UNCERTAINTY_STATISTICS),
+                        help="with log σ in the file: the uncertainty statistics, its own first (default, or none given: every one)")  # fmt: skip
     parser.add_argument("--out", required=True, help="the folder of the five tables")
-    parser.add_argument("--label", default=None, help="the tables' method column (default: the file's name without suffix)")
+    parser.add_argument("--name", default=None, help="the tables' method column (default: the file's name without suffix)")
+    parser.add_argument("--label", default=None, help="its name in figures and the report (default: --name)")
+    parser.add_argument("--color", default="#7f7f7f", help="its colour in figures (#rrggbb)")
     parser.add_argument("--seed", type=int, default=0, help="the tables' seed column")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -273,11 +301,12 @@ def main(argv=None) -> None:
     prepared = args.prepared or Path("work") / "prepared" / args.dataset
     try:
         evaluation = evaluate_external(
-            prepared, args.embeddings, args.dataset, args.scoring, args.label, args.seed, args.statistics, args.device
+            prepared, args.embeddings, args.dataset, args.scoring, args.name, args.seed, args.statistics, args.device
         )
     except (ValueError, FileNotFoundError) as error:  # DataError is a ValueError: the message names file, tensor, ids
         sys.exit(f"pcmebench-evaluate: {error}")
     write_evaluation(evaluation, {Path(name).stem: Path(args.out) / name for name in RUN_TABLES})
+    write_record(Path(args.out) / "external.json", evaluation, args, args.name or Path(args.embeddings).stem)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 
@@ -92,3 +94,23 @@ def code_version() -> str:
         from importlib.metadata import version
 
         return f"pcme-bench {version('pcme-bench')}"
+
+
+def array_names(path: Path) -> list[str]:
+    """The names of the arrays of a ``.safetensors`` or ``.npz`` file, read from its header or zip
+    directory alone (no array is loaded, no torch); ValueError for a file that is neither."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with zipfile.ZipFile(path) as archive:
+                return [name.removesuffix(".npy") for name in archive.namelist()]
+        if path.suffix == ".safetensors":
+            with path.open("rb") as stream:
+                size = int.from_bytes(stream.read(8), "little")
+                if not 2 <= size <= 100 * 2**20:
+                    raise ValueError(f"a header of {size} bytes")
+                header = json.loads(stream.read(size))
+            return [name for name in header if name != "__metadata__"]
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable {path.suffix} file ({error})") from None
+    raise ValueError(f"{path}: neither .safetensors nor .npz")

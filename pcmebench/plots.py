@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from corpora import SYNTHETIC_FORMAT
-from models.registry import UNCERTAINTY_STATISTICS, registered
+from models.registry import UNCERTAINTY_STATISTICS
 from pcmebench import tables
 from pcmebench.logs import log_to_stderr
-from pcmebench.tables import known_methods, label, probabilistic_methods, scoring_series, select
+from pcmebench.tables import entries, known_methods, label, probabilistic_methods, scoring_series, select, trained_methods
 from pcmebench.vocabulary import DIRECTIONS, FULL_PROTOCOL, MARGIN, QUERY_MODALITY, primary_protocol, uncertainty_protocols
 
 log = logging.getLogger("pcmebench.plots")
@@ -59,11 +59,13 @@ class Run:
 
 
 def load_runs(run_dirs) -> list[Run]:
+    """Each run folder's queries and training curve; an external model's folder (external.json) has no curve."""
     runs = []
     for run_dir in map(Path, run_dirs):
-        record = tables.read_run_record(run_dir / "run.json", tables.RUN_COLUMNS)
+        trained = not (run_dir / "external.json").is_file()
+        record = tables.read_run_record(run_dir / ("run.json" if trained else "external.json"), tables.RUN_COLUMNS)
         queries = tables.read_table(run_dir / "queries.parquet", tables.QUERIES_COLUMNS)
-        curve = tables.read_table(run_dir / "train_log.csv", tables.TRAIN_LOG_COLUMNS)
+        curve = tables.read_table(run_dir / "train_log.csv", tables.TRAIN_LOG_COLUMNS) if trained else pd.DataFrame()
         runs.append(Run(record["dataset"], record["method"], int(record["seed"]), queries, curve))
     return runs
 
@@ -94,7 +96,7 @@ def panels(figure, rows: list, columns: dict, ylabel=None, titled: bool = False,
     parts = [figure] if len(rows) == 1 and not titled else figure.subfigures(max(len(rows), 1), 1, squeeze=False)[:, 0]
     for index, (part, row) in enumerate(zip(parts, rows, strict=False)):
         if titled:
-            part.suptitle(registered()[row].label, fontsize=10)
+            part.suptitle(label(row), fontsize=10)
         row_panels = part.subplots(1, len(columns), sharey=sharey, squeeze=False)[0]
         if ylabel is not None:
             row_panels[0].set_ylabel(ylabel if isinstance(ylabel, str) else ylabel[index])
@@ -121,7 +123,7 @@ def save(figure, out: Path, dataset: str, name: str) -> list[Path]:
 
 def own_values(rows: pd.DataFrame, method: str, statistic: str, uncertainty: str) -> np.ndarray:
     """One statistic of a method's own scoring for one uncertainty signal, one value per seed."""
-    mine = select(rows, method=method, scoring=registered()[method].primary_scoring, statistic=statistic, uncertainty=uncertainty)
+    mine = select(rows, method=method, scoring=entries()[method].primary_scoring, statistic=statistic, uncertainty=uncertainty)
     return mine["value"].to_numpy(dtype=float)
 
 
@@ -130,7 +132,7 @@ def bar_with_seeds(axes, x: float, rows: pd.DataFrame, method: str, statistic: s
     points = own_values(rows, method, statistic, uncertainty)
     mean = float(np.nanmean(points)) if points.size else np.nan
     alpha = 0.6 if uncertainty == MARGIN else 1.0
-    axes.bar(x, mean, width, color=registered()[method].color, alpha=alpha, label=legend)
+    axes.bar(x, mean, width, color=entries()[method].color, alpha=alpha, label=legend)
     axes.plot(np.full(points.size, x), points, "o", color="black", markersize=3)
     return mean
 
@@ -151,7 +153,7 @@ def plot_retrieval(summary: pd.DataFrame, dataset: str, methods: list[str]):
         for index, (method, scoring) in enumerate(series):
             means, low, high = cells.reindex([(direction, method, scoring, m) for m in RETRIEVAL_METRICS]).to_numpy(float).T
             errors = np.nan_to_num(np.vstack([means - low, high - means]), nan=0.0).clip(min=0)  # no interval: no error bar
-            entry, offset = registered()[method], (index - (len(series) - 1) / 2) * width
+            entry, offset = entries()[method], (index - (len(series) - 1) / 2) * width
             style = {"alpha": 1.0, "edgecolor": "white"}
             if scoring != entry.primary_scoring:
                 style = {"alpha": 0.55, "hatch": SECONDARY_HATCHES.get(scoring, ".."), "edgecolor": entry.color}
@@ -170,7 +172,7 @@ def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[st
     protocol = primary_protocol(dataset)
     rows = select(uncertainty_summary, dataset=dataset, protocol=protocol)
     bars = [(m, "auroc_margin", MARGIN, "margin") for m in methods]
-    bars += [(m, "auroc_u", registered()[m].uncertainty_statistic, "σ") for m in probabilistic_methods(methods)]
+    bars += [(m, "auroc_u", entries()[m].uncertainty_statistic, "σ") for m in probabilistic_methods(methods)]
     title = f"{dataset}: how well each signal predicts an R@1 failure ({protocol}; dots: seeds; dashed: chance)"
     figure = new_figure(max(6, 0.95 * len(bars) * len(DIRECTIONS)), 4, title)
     for axes, _, direction in panels(figure, [None], DIRECTIONS, "AUROC"):
@@ -181,7 +183,7 @@ def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[st
         for index, (method, statistic, uncertainty, _) in enumerate(bars):
             bar_with_seeds(axes, index, here, method, statistic, uncertainty, 0.7)
         axes.axhline(0.5, color="gray", linestyle="--", linewidth=1)
-        axes.set_xticks(range(len(bars)), [f"{registered()[m].label}\n{signal}" for m, *_, signal in bars], fontsize=8)
+        axes.set_xticks(range(len(bars)), [f"{label(m)}\n{signal}" for m, *_, signal in bars], fontsize=8)
         axes.set_ylim(0, 1)
         axes.grid(axis="y", alpha=0.3)
     return figure
@@ -194,7 +196,7 @@ def plot_uncertainty_bins(uncertainty: pd.DataFrame, dataset: str, methods: list
     title = f"{dataset}: retrieval per σ bin (each method's own scoring; thin lines: seeds)"
     figure = new_figure(10, 4.2 * max(len(chosen), 1), title)
     for axes, method, direction in panels(figure, chosen, DIRECTIONS, "% (mean over seeds)", titled=True):
-        entry = registered()[method]
+        entry = entries()[method]
         statistic = entry.uncertainty_statistic
         mine = select(uncertainty, dataset=dataset, method=method, scoring=entry.primary_scoring, direction=direction)
         here = select(mine, protocol=protocols, uncertainty=statistic)
@@ -234,7 +236,7 @@ def plot_sigma_histogram(runs: list[Run], dataset: str, methods: list[str]):
         edges = np.histogram_bin_edges(np.concatenate(list(values.values())), bins=40)
         for seed, u in values.items():
             axes.hist(u, bins=edges, histtype="step", linewidth=1.5, label=f"seed {seed} (n={u.size})")
-        statistic = registered()[method].uncertainty_statistic
+        statistic = entries()[method].uncertainty_statistic
         axes.set(xlabel=UNCERTAINTY_STATISTICS[statistic].label, ylabel=f"{modality} per bin")
         axes.legend(fontsize=8)
     return figure
@@ -278,7 +280,7 @@ def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, 
         groups = np.unique(group)
         centres = [np.exp(np.log(matches[group == g]).mean()) for g in groups]
         axes.plot(centres, [np.median(u[group == g]) for g in groups], "-o", color="black", markersize=4, label="median")
-        statistic = registered()[method].uncertainty_statistic
+        statistic = entries()[method].uncertainty_statistic
         mine = select(uncertainty_summary, dataset=dataset, method=method, direction=direction, uncertainty=statistic)
         lines = spearman_lines(mine)
         axes.set_title(MODALITY_TITLES[direction] + lines, fontsize=9 if lines else None)
@@ -306,7 +308,7 @@ def plot_sigma_comparison(uncertainty_summary: pd.DataFrame, dataset: str, metho
         for (k, method), (g, name) in itertools.product(enumerate(chosen), enumerate(bars)):
             x, uncertainty = (
                 g + (k - (len(chosen) - 1) / 2) * width,
-                COMPARED[name][0] or registered()[method].uncertainty_statistic,
+                COMPARED[name][0] or entries()[method].uncertainty_statistic,
             )
             legend = f"{label(method)}: {UNCERTAINTY_STATISTICS[uncertainty].label}" if g == 0 and row is COMPARISON[0] else None
             mean = bar_with_seeds(axes, x, here, method, name, uncertainty, width * 0.9, legend)
@@ -324,6 +326,7 @@ def plot_sigma_comparison(uncertainty_summary: pd.DataFrame, dataset: str, metho
 
 def plot_training_curves(runs: list[Run], dataset: str, methods: list[str]):
     """The mean training loss of each epoch, one panel per method (losses differ in scale), one line per seed."""
+    methods = trained_methods(methods)
     columns = min(len(methods), 3) or 1
     rows = -(-max(len(methods), 1) // columns)
     figure = new_figure(3.6 * columns, 2.8 * rows, f"{dataset}: training loss per epoch")
@@ -331,7 +334,7 @@ def plot_training_curves(runs: list[Run], dataset: str, methods: list[str]):
     for axes in grid[len(methods) :]:
         axes.set_visible(False)
     for axes, method in zip(grid, methods, strict=False):
-        entry, chosen = registered()[method], method_runs(runs, dataset, method)
+        entry, chosen = entries()[method], method_runs(runs, dataset, method)
         axes.set_title(entry.label)
         if all(r.train_log.empty for r in chosen):
             say_no_data(axes, f"no train_log.csv rows of {method} on {dataset}")
@@ -360,6 +363,7 @@ class FigureKind:
     inputs: tuple[str, ...]
     sigma: bool = False
     truth: bool = False
+    trained: bool = False  # needs a method trained here (external models have no training)
 
 
 # Every figure, in report order; its inputs are tables of results/ by stem, or "runs".
@@ -373,14 +377,17 @@ FIGURES = {
                                      ("runs", "uncertainty_summary"), sigma=True, truth=True),
     "sigma_comparison": FigureKind("Uncertainty", "The probabilistic methods' σ, raw and with length held fixed",
                                    plot_sigma_comparison, ("uncertainty_summary",), sigma=True, truth=True),
-    "training_curves": FigureKind("Training", "Training loss per epoch", plot_training_curves, ("runs",)),
+    "training_curves": FigureKind("Training", "Training loss per epoch", plot_training_curves, ("runs",), trained=True),
 }  # fmt: skip
 
 
 def figure_names(dataset: str, methods) -> list[str]:
     """The figures of one dataset for the configured methods, in report order."""
-    sigma = bool(probabilistic_methods(methods))
-    return [n for n, f in FIGURES.items() if (sigma or not f.sigma) and (dataset in SYNTHETIC_FORMAT or not f.truth)]
+    sigma, trained = bool(probabilistic_methods(methods)), bool(trained_methods(methods))
+    return [
+        n for n, f in FIGURES.items()
+        if (sigma or not f.sigma) and (dataset in SYNTHETIC_FORMAT or not f.truth) and (trained or not f.trained)
+    ]  # fmt: skip
 
 
 def figure_files(out: str | Path, datasets: list[str], methods: list[str], extensions: tuple[str, ...] = FORMATS) -> list[str]:
@@ -393,6 +400,7 @@ def write_figures(results, run_dirs, out, datasets: list[str] | None = None, met
     """Every figure of :func:`figure_files` for these datasets and methods (default: those of the runs)."""
     stems = sorted({stem for kind in FIGURES.values() for stem in kind.inputs} - {"runs"})
     inputs = {stem: tables.read_table(Path(results) / f"{stem}.csv", tables.RESULT_TABLES[f"{stem}.csv"]) for stem in stems}
+    tables.declare_external(tables.external_methods(tables.read_table(Path(results) / "external.csv", tables.EXTERNAL_COLUMNS)))
     inputs["runs"] = load_runs(run_dirs)
     datasets = list(datasets or dict.fromkeys(r.dataset for r in inputs["runs"]))
     methods, written = known_methods(methods or dict.fromkeys(r.method for r in inputs["runs"])), []
@@ -407,7 +415,8 @@ def write_figures(results, run_dirs, out, datasets: list[str] | None = None, met
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", required=True, help="folder with summary.csv, uncertainty.csv, uncertainty_summary.csv")
-    parser.add_argument("--runs", nargs="*", default=[], help="run folders (run.json, queries.parquet, train_log.csv)")
+    parser.add_argument("--runs", nargs="*", default=[],
+                        help="run folders (run.json, queries.parquet, train_log.csv), external models' (external.json, queries.parquet)")  # fmt: skip
     parser.add_argument("--out", required=True, help="where <dataset>/<figure>.{png,pdf} go")
     parser.add_argument("--datasets", nargs="+", help="datasets to plot (default: those of the runs)")
     parser.add_argument("--methods", nargs="+", help="methods to plot (default: those of the runs)")

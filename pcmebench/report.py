@@ -28,13 +28,13 @@ from docutils.core import publish_parts
 from docutils.writers import html5_polyglot
 
 from corpora import SYNTHETIC_FORMAT
-from models.registry import UNCERTAINTY_STATISTICS, registered
+from models.registry import UNCERTAINTY_STATISTICS
 from pcmebench import tables
 from pcmebench import vocabulary as vocab
 from pcmebench.files import atomic_write
 from pcmebench.files import code_version as current_code_version
 from pcmebench.plots import COMPARED, FIGURES
-from pcmebench.tables import is_own_scoring, known_methods, label, probabilistic_methods, scoring_series, select
+from pcmebench.tables import entries, is_own_scoring, known_methods, label, probabilistic_methods, scoring_series, select
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The headline table's columns per direction: the primary protocol's, then the complete ground truth's where it exists.
@@ -137,9 +137,12 @@ class Report:
         keys = ["dataset", "method", "protocol", "direction", "metric"]
         self.published = {key: list(rows.itertuples()) for key, rows in paper.groupby(keys, sort=False)}
         self.sources, self.recipes = list(dict.fromkeys(paper["source"])), sorted(set(paper["recipe"]) - {SUITE_RECIPE})
+        self.external = read["external.csv"]
+        tables.declare_external(tables.external_methods(self.external))
         present = {*self.summary["method"], *self.runs["method"]}
         self.datasets = list(config["datasets"] if config else dict.fromkeys([*self.summary["dataset"], *self.runs["dataset"]]))
-        self.methods = known_methods(config["methods"] if config else [m for m in registered() if m in present])
+        external = [m for m in (config.get("external") or {}) if m in present] if config else []  # with files of these datasets
+        self.methods = known_methods([*config["methods"], *external] if config else [m for m in entries() if m in present])
         self.probabilistic = probabilistic_methods(self.methods)
 
     def paper(self, key: tuple) -> list[tuple]:
@@ -153,11 +156,17 @@ class Report:
 
     def page(self) -> dict:
         """What the template shows beside the tables."""
-        entries = [registered()[m] for m in self.methods]
-        sigma = [f"{e.label}: " + ", ".join(UNCERTAINTIES[s] for s in e.statistics) for e in entries if e.probabilistic]
+        shown = [entries()[m] for m in self.methods]
+        sigma = [f"{e.label}: " + ", ".join(UNCERTAINTIES[s] for s in e.statistics) for e in shown if e.probabilistic]
+        files = self.external.astype({"seed": int}).sort_values(["method", "dataset", "seed"], kind="stable")
         return {
-            "labels": [e.label for e in entries],
-            "notes": " ".join(e.note for e in entries if e.note),
+            "labels": [label(e.name) for e in shown],
+            "notes": " ".join(e.note for e in shown if e.note),
+            "external": [
+                f"{label(r.method)} on {r.dataset}, seed {r.seed}: {r.file} (SHA-256 {r.sha256[:12]})"
+                for r in files.itertuples()
+                if r.method in self.methods
+            ],
             "seeds": (self.config.get("seeds") or []) if self.config else sorted(set(self.runs["seed"])),
             "sigma": "; ".join(sigma),
             "total": duration(float(self.runs["wall_seconds"].sum())) if len(self.runs) else "—",
@@ -196,13 +205,13 @@ class Report:
         values = cells.reindex([(*s, *c) for s in series for c in columns]).to_numpy().reshape(len(series), len(columns), 3)
         best, body = pd.DataFrame(values[:, :, 0]).max(), []
         for (method, scoring), row in zip(series, values, strict=True):
-            own, seeds = registered()[method].primary_scoring == scoring, rows.loc[rows["method"] == method, "n"].max()
+            own, seeds = entries()[method].primary_scoring == scoring, rows.loc[rows["method"] == method, "n"].max()
             body.append([label(method, scoring), scoring, number(seeds, 0)])
             for column, (mean, low, high), top in zip(columns, row, best, strict=True):
                 cell = [(number(mean), "best" if mean == top else "", "")] + interval(low, high)
                 body[-1].append(cell + (self.paper((dataset, method, *column)) if own else []))
         header = ["method", "scoring", "seeds", *(f"{vocab.DIRECTIONS.get(d, d)}\n{m}\n{p}" for p, d, m in columns)]
-        classes = ["" if registered()[m].primary_scoring == s else "secondary" for m, s in series]
+        classes = ["" if entries()[m].primary_scoring == s else "secondary" for m, s in series]
         return Table(pd.DataFrame(body, columns=header), labels=2, classes=classes)
 
     def full_summary(self, dataset: str) -> Table | None:
@@ -222,7 +231,7 @@ class Report:
         ).rename(columns={"interval": "95% CI"})  # fmt: skip
         measured = {key for key, other in zip(keys, rows["other"], strict=True) if not other}
         unmeasured = [k for k in self.published if k[0] == dataset and k[1] in self.methods and k not in measured]
-        extra = [[p, d, x, label(m), registered()[m].primary_scoring, "—", "—", "0", "", self.paper(key)]
+        extra = [[p, d, x, label(m), entries()[m].primary_scoring, "—", "—", "0", "", self.paper(key)]
                  for key in unmeasured for _, m, p, d, x in [key]]  # fmt: skip
         return Table(pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True), labels=5)
 
@@ -231,7 +240,7 @@ class Report:
         protocols = vocab.uncertainty_protocols(dataset)
         rows = select(self.uncertainty_summary, dataset=dataset, method=self.methods, protocol=protocols)
         rows = select(rows, uncertainty=list(UNCERTAINTIES))
-        scorings = rows["method"].map(lambda m: registered()[m].scorings)
+        scorings = rows["method"].map(lambda m: entries()[m].scorings)
         rank = [s.index(x) if x in s else -1 for s, x in zip(scorings, rows["scoring"], strict=True)]  # 0: the method's own
         rows = rows.assign(rank=rank).query("rank >= 0")
         if rows.empty:
@@ -251,7 +260,7 @@ class Report:
         direction (and per metric on ECCV, whose ECCV and CxC bins cover other queries)."""
         found = []
         for method in self.probabilistic:
-            rows = select(self.uncertainty, dataset=dataset, method=method, scoring=registered()[method].primary_scoring)
+            rows = select(self.uncertainty, dataset=dataset, method=method, scoring=entries()[method].primary_scoring)
             rows = select(rows, direction=list(vocab.DIRECTIONS), uncertainty=list(UNCERTAINTIES))
             protocols = vocab.uncertainty_protocols(dataset) + [p for p in vocab.PCMEPP_PROTOCOLS if p in set(rows["protocol"])]
             rows = select(rows, protocol=protocols)
@@ -271,7 +280,7 @@ class Report:
             return f"uncertainty_summary.csv has no {vocab.FULL_PROTOCOL} rows of {', '.join(self.probabilistic)} for {dataset}."
         cells, body = statistic_cells(rows[is_own_scoring(rows)], ["method", "uncertainty", "direction"]), []
         for method in self.probabilistic:
-            for uncertainty, direction in itertools.product(registered()[method].statistics, vocab.DIRECTIONS):
+            for uncertainty, direction in itertools.product(entries()[method].statistics, vocab.DIRECTIONS):
                 keys = [(method, fixed or uncertainty, direction, s) for s, (fixed, *_) in COMPARED.items()]
                 row = [label(method), UNCERTAINTIES[uncertainty], vocab.QUERY_MODALITY[direction]]
                 body.append(row + [cells.get(key, "—") for key in keys])
@@ -285,7 +294,7 @@ class Report:
         runs = ordered(self.runs, {"dataset": self.datasets, "method": self.methods, "seed": None})
         text, millions = runs.astype(str), "{:.2f} M".format
         frame = text[["dataset", "method", "seed", "device", "epochs"]].assign(
-            method=runs["method"].map(lambda m: registered()[m].label if m in registered() else m),
+            method=runs["method"].map(lambda m: entries()[m].label if m in entries() else m),
             wall=runs["wall_seconds"].map(duration), speed=runs["samples_per_second"].map(number),
             parameters=(runs["parameters"] / 1e6).map(millions), trainable=(runs["trainable_parameters"] / 1e6).map(millions),
             loss=runs["final_loss"].map(lambda v: number(v, 4)), hash=[[(h, "code", "")] for h in text["config_hash"]],

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.registry import registered
+from models.registry import Method, external_method, registered
 from pcmebench.files import atomic_write
 
 # --- per run (work/runs/<dataset>/<method>/seed<seed>/) ----------------------------------------
@@ -33,6 +33,10 @@ RUN_RECORD_KEYS = [
     "trainable_parameters", "final_loss", "config_hash", "code_version",
 ]  # fmt: skip
 
+# An external model's evaluation folder (work/external/<dataset>/<name>/seed<seed>/) holds external.json:
+# what the model is and which file gave its numbers, in place of a training run's run.json.
+EXTERNAL_COLUMNS = [*RUN_COLUMNS, "label", "color", "scorings", "statistics", "file", "sha256"]
+
 # --- results/ ------------------------------------------------------------------------------------
 SUMMARY_KEYS = ["dataset", "method", "protocol", "scoring", "direction", "metric"]
 SUMMARY_COLUMNS = [*SUMMARY_KEYS, "mean", "std", "n", "ci_low", "ci_high"]
@@ -45,6 +49,7 @@ RESULT_TABLES = {
     "uncertainty.csv": UNCERTAINTY_COLUMNS,
     "uncertainty_summary.csv": UNCERTAINTY_SUMMARY_COLUMNS,
     "runs.csv": RUN_RECORD_KEYS,
+    "external.csv": EXTERNAL_COLUMNS,
     "paper.csv": PAPER_COLUMNS,
 }
 # Every file of a run folder that evaluation writes, with its columns (the per-run tables).
@@ -122,26 +127,58 @@ def weighted_means(per_query: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return (sums["_wv"] / sums["weight"]).rename("value").reset_index()
 
 
-# --- rows of the tables, by method (the registry says each method's label, scorings and kind) --------
+# --- rows of the tables, by method (the registry, or external.csv, says each one's label, scorings and kind) ----
+
+_EXTERNAL: dict[str, Method] = {}  # the external models of the results being read (declare_external)
+
+
+def external_methods(table: pd.DataFrame) -> dict[str, Method]:
+    """The external models of an external.csv table (its rows per dataset and seed), by name, in its order."""
+    rows = table.drop_duplicates("method")
+    split = lambda text: tuple(str(text).split()) if isinstance(text, str) else ()  # space-separated names; NaN: none
+    return {
+        row.method: external_method(row.method, row.label, row.color, split(row.scorings), split(row.statistics))
+        for row in rows.itertuples()
+    }
+
+
+def declare_external(methods: dict[str, Method]) -> None:
+    """Let the helpers below, and the figures and the page, know these external models too."""
+    _EXTERNAL.clear()
+    _EXTERNAL.update(methods)
+
+
+def entries() -> dict[str, Method]:
+    """Every method the results may hold: the registered ones, then the declared external models."""
+    return registered() | _EXTERNAL
 
 
 def probabilistic_methods(methods) -> list[str]:
-    """Those of ``methods`` the registry marks probabilistic (they have σ figures), in their order."""
-    return [m for m in methods if m in registered() and registered()[m].probabilistic]
+    """Those of ``methods`` marked probabilistic (they have σ figures), in their order."""
+    return [m for m in methods if m in entries() and entries()[m].probabilistic]
+
+
+def trained_methods(methods) -> list[str]:
+    """Those of ``methods`` trained by this suite (not external models), in their order."""
+    return [m for m in methods if not entries()[m].external]
 
 
 def known_methods(methods) -> list[str]:
-    """``methods``, each declared by a file in models/ (else a ResultsError naming those that are not)."""
-    unknown, known = ", ".join(sorted(set(methods) - set(registered()))), ", ".join(registered())
+    """``methods``, each declared by a file in models/ or an external model (else a ResultsError naming those that are not)."""
+    unknown, known = ", ".join(sorted(set(methods) - set(entries()))), ", ".join(entries())
     if unknown:
-        raise ResultsError(f"unknown method(s) {unknown}: no file in models/ declares them; registered: {known}")
+        raise ResultsError(
+            f"unknown method(s) {unknown}: no file in models/ declares them, nor is one an external model of "
+            f"external.csv; known: {known}"
+        )
     return list(methods)
 
 
 def label(method: str, scoring: str | None = None) -> str:
-    """A method's label; with another scoring than its own, the scoring in brackets."""
-    entry = registered()[method]
-    return entry.label if scoring in (None, entry.primary_scoring) else f"{entry.label} ({scoring})"
+    """A method's label, marked when it is an external model; with another scoring than its own, the scoring in brackets."""
+    entry = entries()[method]
+    text = f"{entry.label} (external)" if entry.external else entry.label
+    return text if scoring in (None, entry.primary_scoring) else f"{text} ({scoring})"
 
 
 def select(table: pd.DataFrame, **values) -> pd.DataFrame:
@@ -154,10 +191,10 @@ def select(table: pd.DataFrame, **values) -> pd.DataFrame:
 
 def is_own_scoring(rows: pd.DataFrame) -> pd.Series:
     """Whether each row is of its method's own (primary) scoring."""
-    return rows["scoring"] == rows["method"].map(lambda m: registered()[m].primary_scoring)
+    return rows["scoring"] == rows["method"].map(lambda m: entries()[m].primary_scoring)
 
 
 def scoring_series(rows: pd.DataFrame, methods) -> list[tuple[str, str]]:
     """(method, scoring): each method's own scoring, then its other scorings that have rows."""
     present = set(zip(rows["method"], rows["scoring"], strict=True))
-    return [(m, s) for m in methods for i, s in enumerate(registered()[m].scorings) if i == 0 or (m, s) in present]
+    return [(m, s) for m in methods for i, s in enumerate(entries()[m].scorings) if i == 0 or (m, s) in present]

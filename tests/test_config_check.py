@@ -7,15 +7,25 @@ import copy
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from safetensors.torch import save_file
 from snakemake.exceptions import WorkflowError
 
 from corpora import DATASETS, SYNTHETIC_FORMAT
 from models.registry import settings_problems, with_method_settings
-from pcmebench.configcheck import check_config, coerce_command_line_scalars, load_schema, recipe_problems, schema_problems
+from pcmebench.configcheck import (
+    check_config,
+    coerce_command_line_scalars,
+    load_schema,
+    recipe_problems,
+    resolve_external,
+    schema_problems,
+)
 from pcmebench.runs import merge_config
 from tests.conftest import REPO
 
@@ -61,12 +71,13 @@ def test_the_schema_names_exactly_the_datasets_of_corpora():
         "datasets": set(schema["properties"]["datasets"]["items"]["enum"]),
         "dataset_settings": set(schema["properties"]["dataset_settings"]["properties"]),
         "per_dataset_number": set(schema["$defs"]["per_dataset_number"]["oneOf"][1]["properties"]),
+        "external files": set(schema["properties"]["external"]["additionalProperties"]["properties"]["files"]["properties"]),
     }
     for name, definition in schema["$defs"].items():
         for branch in definition.get("oneOf", []):
             for pattern in branch.get("patternProperties", {}):
                 places[f"{name} pattern"] = {key for key in DATASETS + ("imagenet",) if re.fullmatch(pattern, key)}
-    assert len(places) == 7 and all(names == set(DATASETS) for names in places.values()), places
+    assert len(places) == 8 and all(names == set(DATASETS) for names in places.values()), places
     # the real datasets' sources, and the per-dataset values every format needs (the synthetic fall back on them)
     assert set(DATASETS) - set(SYNTHETIC_FORMAT) <= set(schema["properties"]["sources"]["properties"])
     assert set(schema["$defs"]["per_dataset_number"]["oneOf"][1]["required"]) == set(SYNTHETIC_FORMAT.values())
@@ -236,3 +247,75 @@ def test_command_line_text_becomes_the_null_or_number_the_schema_wants():
     config = with_value(["method_settings", "pcme", "grad_clip"], "none")
     coerce_command_line_scalars(config, SCHEMA)
     assert schema_problems(config, SCHEMA)  # not a spelling of null: refused, not read as one
+
+
+# --- external models (config `external`) -------------------------------------------------------------
+
+
+def external_file(path: Path, sigma: bool) -> str:
+    """A small file of the external format (its arrays' names are all the planning reads)."""
+    arrays = {"image_ids": np.arange(2), "caption_ids": np.arange(2), "image_mu": np.ones((2, 3), np.float32)}
+    if sigma:
+        arrays |= {"image_log_sigma": np.zeros((2, 3), np.float32), "caption_log_sigma": np.zeros((2, 3), np.float32)}
+    if path.suffix == ".npz":
+        np.savez(path, **arrays)
+    else:
+        save_file({k: torch.from_numpy(v) for k, v in arrays.items()}, str(path))
+    return str(path)
+
+
+def test_external_models_are_checked_before_anything_runs(tmp_path):
+    config = with_value(["external"], {
+        "pcme": {"label": "Mine", "scoring": "cosin", "files": {"synthetic-coco": str(tmp_path / "nowhere.npz")}},
+        "mixed": {"label": "Mixed", "scoring": ["csd", "mu"], "statistics": ["sum_sigma_sq"], "files": {
+            "synthetic-coco": [external_file(tmp_path / "a.npz", True), external_file(tmp_path / "b.safetensors", False)],
+            "synthetic-cub": str(tmp_path / "broken.safetensors")}},
+        "flat": {"label": "Flat", "scoring": "mu", "statistics": ["mean_log_sigma"],
+                 "files": {"synthetic-cub": external_file(tmp_path / "c.npz", False), "coco": str(tmp_path / "unused.npz")}},
+    })  # fmt: skip
+    (tmp_path / "broken.safetensors").write_bytes(b"\xff" * 12)
+    with pytest.raises(WorkflowError) as error:
+        check_config(config, SCHEMA_FILE)
+    message = str(error.value)
+    for line in [
+        "config: external.pcme: 'pcme' is a method of models/ (models/pcme.py); give the external model another name",
+        "config: external.pcme.scoring: unknown 'cosin' (did you mean 'cosine'?)",
+        f"config: external.pcme.files.synthetic-coco[0]: {tmp_path / 'nowhere.npz'}: file not found",
+        f"config: external.mixed.files: some files hold log σ (image_log_sigma, caption_log_sigma), these do not: {tmp_path / 'b.safetensors'}",
+        f"config: external.mixed.files.synthetic-cub[0]: {tmp_path / 'broken.safetensors'}: not a readable .safetensors file",
+        "config: external.flat.statistics: its files hold no log σ",
+    ]:
+        assert line in message, (line, message)
+    assert "unused.npz" not in message  # coco is not among the datasets: its file is not read
+
+
+def test_the_schema_refuses_a_bad_external_entry(tmp_path):
+    bad = {"Bad Name": {"label": "x", "scoring": "cosine", "files": {"synthetic-coco": "a.npz"}},
+           "ok": {"label": "x", "scoring": "cosine", "files": {"synthetic-coco": "a.pt", "imagenet": "b.npz"}, "colour": "#000000"},
+           "empty": {"label": "x", "scoring": [], "files": {}}}  # fmt: skip
+    problems = "\n".join(schema_problems(with_value(["external"], bad), SCHEMA))
+    assert "external: 'Bad Name' does not match" in problems
+    assert "external.ok: unknown key 'colour' (did you mean 'color'?)" in problems
+    assert "external.ok.files: unknown key 'imagenet'" in problems
+    assert "external.ok.files.synthetic-coco: 'a.pt'" in problems
+    assert (
+        "external.empty.files: {} should be non-empty" in problems
+        or "external.empty.files: {} does not have enough properties" in problems
+    )
+    assert "external.empty.scoring" in problems
+
+
+def test_an_external_entry_is_completed_with_its_scorings_statistics_and_a_free_colour(tmp_path):
+    config = with_value(["external"], {
+        "plain": {"label": "Plain", "scoring": "cosine", "files": {"synthetic-coco": external_file(tmp_path / "a.npz", False)}},
+        "gauss": {"label": "Gauss", "scoring": ["csd", "mu"], "color": "#123456",
+                  "files": {"synthetic-cub": [external_file(tmp_path / f"{s}.safetensors", True) for s in "bc"]}},
+    })  # fmt: skip
+    methods = check_config(config, SCHEMA_FILE)
+    resolved = resolve_external(config, methods)
+    assert config["external"]["plain"]["scoring"] == ["cosine"] and config["external"]["plain"]["statistics"] == []
+    assert config["external"]["gauss"]["statistics"] == ["mean_log_sigma", "sum_sigma_sq"]
+    assert resolved["gauss"].probabilistic and not resolved["plain"].probabilistic and resolved["gauss"].external
+    assert config["external"]["gauss"]["color"] == "#123456"
+    assert config["external"]["plain"]["color"] not in {m.color for m in methods.values()}
+    assert resolve_external(config, methods) == resolved  # completing twice changes nothing

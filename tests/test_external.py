@@ -1,6 +1,9 @@
 """External models: the lists, a file of embeddings or scores in any row order, its checks and the command line."""
 
+import hashlib
+import json
 import re
+import shutil
 import tomllib
 
 import numpy as np
@@ -9,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from corpora.prepared import PreparedDataset
+from corpora.prepared import PreparedDataset, prepare_dataset
 from models.registry import registered
 from pcmebench import external, lists
 from pcmebench.evaluate import evaluate_run
 from pcmebench.external import evaluate_external
 from pcmebench.scoring import load_embeddings, score_matrix
-from pcmebench.tables import RUN_TABLES
+from pcmebench.tables import EXTERNAL_COLUMNS, RUN_TABLES
 from tests.conftest import REPO
 from tests.test_evaluate import DIM, split_of, write_embeddings
 
@@ -225,8 +228,8 @@ def test_text_arrays_a_label_of_a_method_and_statistics_without_sigma_are_refuse
     np.savez(tmp_path / "text.npz", image_ids=np.array(["a", "b"]))
     with pytest.raises(ValueError, match=r"text.npz: image_ids: holds <U1 values"):
         evaluate_external(prepared, tmp_path / "text.npz", "synthetic-coco", ["cosine"], device="cpu")
-    with pytest.raises(ValueError, match="label 'pcme' is the name of a method of this suite"):
-        evaluate_external(prepared, path, "synthetic-coco", ["cosine"], label="pcme", device="cpu")
+    with pytest.raises(ValueError, match="name 'pcme' is the name of a method of this suite"):
+        evaluate_external(prepared, path, "synthetic-coco", ["cosine"], name="pcme", device="cpu")
     with pytest.raises(ValueError, match=r"image_log_sigma, caption_log_sigma: absent: the statistics \['sum_sigma_sq'\]"):
         evaluate_external(prepared, path, "synthetic-coco", ["cosine"], statistics=["sum_sigma_sq"], device="cpu")
 
@@ -238,7 +241,10 @@ def test_the_console_command_writes_the_five_tables(prepared, tmp_path):
     out = tmp_path / "results" / "clip"
     external.main(["--dataset", "synthetic-coco", "--prepared", str(prepared), "--embeddings", str(path), "--scoring", "cosine",
                    "--out", str(out), "--device", "cpu", "--threads", "1"])  # fmt: skip
-    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_TABLES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RUN_TABLES, "external.json"])
+    record = json.loads((out / "external.json").read_text())
+    assert list(record) == EXTERNAL_COLUMNS and record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (record["method"], record["label"], record["scorings"], record["statistics"]) == ("clip", "clip", "cosine", "")
     for name, columns in RUN_TABLES.items():
         table = pd.read_csv(out / name) if name.endswith(".csv") else pd.read_parquet(out / name)
         assert list(table.columns) == columns, name
@@ -264,3 +270,20 @@ def test_the_lists_are_the_splits_rows_in_order(prepared, tmp_path):
     tensors["caption_ids"] = torch.as_tensor(captions["caption_id"].to_numpy()[::-1].copy())
     read = external.read_external(save(tensors, tmp_path / "mine.npz"), dataset, split, ["cosine"])
     assert torch.equal(read.tensors["image_embeddings"][:, 0], good_file(prepared)["image_embeddings"])
+
+
+@pytest.mark.parametrize("kind", ["coco", "cub"])
+def test_the_lists_from_the_annotations_alone_are_the_prepared_splits(kind, tiny_coco_source, tiny_cub_source, tmp_path):
+    source = {"coco": tiny_coco_source, "cub": tiny_cub_source}[kind]
+    prepared = tmp_path / "prepared"
+    prepare_dataset(kind, source, prepared, train_splits=["train"], word_dim=8)
+    annotations = shutil.copytree(source, tmp_path / "annotations", ignore=shutil.ignore_patterns("*.jpg", "*.png"))
+    assert not any(p.suffix in (".jpg", ".png") for p in annotations.rglob("*"))  # no image left to read
+    lists.main(["--raw", str(annotations), "--format", kind, "--out", str(tmp_path / "raw")])
+    lists.main(["--prepared", str(prepared), "--out", str(tmp_path / "from-prepared")])
+    for name in lists.LIST_FILES.values():
+        assert (tmp_path / "raw" / name).read_bytes() == (tmp_path / "from-prepared" / name).read_bytes(), name
+    with pytest.raises(SystemExit):
+        lists.main(["--raw", str(annotations), "--out", str(tmp_path / "nowhere")])  # neither format nor dataset
+    with pytest.raises(ValueError, match="has no split 'val'"):
+        lists.raw_lists(kind, annotations, "val")

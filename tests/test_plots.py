@@ -19,6 +19,7 @@ import pytest
 from models.registry import probabilistic, registered
 from pcmebench.plots import figure_files, figure_names, main, plot_retrieval, save, write_figures
 from pcmebench.tables import (
+    EXTERNAL_COLUMNS,
     METRICS_COLUMNS,
     PAPER_COLUMNS,
     RUN_RECORD_KEYS,
@@ -177,6 +178,7 @@ def write_fake_results(root: Path, seed: int = 0) -> tuple[Path, list[Path]]:
                 run_dirs.append(run_dir)
                 records.append(record)
     pd.DataFrame(records, columns=RUN_RECORD_KEYS).to_csv(results / "runs.csv", index=False)
+    pd.DataFrame(columns=EXTERNAL_COLUMNS).to_csv(results / "external.csv", index=False)  # no external model
     return results, run_dirs
 
 
@@ -228,7 +230,7 @@ def test_missing_rows_still_give_the_planned_files_and_are_logged(fake, tmp_path
     results, run_dirs = fake
     empty = tmp_path / "results"
     empty.mkdir()
-    for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv"):
+    for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv", "external.csv"):
         pd.read_csv(results / name).head(0).to_csv(empty / name, index=False)  # header only
     method = PROBABILISTIC[0]
     method_runs = [d for d in run_dirs if method in d.parts]
@@ -246,7 +248,7 @@ def test_a_table_without_a_column_names_file_and_column(fake, tmp_path):
     results, run_dirs = fake
     broken = tmp_path / "results"
     broken.mkdir()
-    for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv"):
+    for name in ("summary.csv", "uncertainty.csv", "uncertainty_summary.csv", "external.csv"):
         (broken / name).write_bytes((results / name).read_bytes())
     pd.read_csv(results / "summary.csv").drop(columns="ci_high").to_csv(broken / "summary.csv", index=False)
     with pytest.raises(ResultsError, match=r"summary\.csv: missing column\(s\) ci_high"):

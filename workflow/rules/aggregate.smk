@@ -4,11 +4,12 @@
 
 rule aggregate:
     input:
-        metrics=run_files("metrics.csv"),
-        per_query=run_files("per_query.parquet"),
-        uncertainty=run_files("uncertainty.csv"),
-        uncertainty_summary=run_files("uncertainty_summary.csv"),
+        metrics=[f"{folder}/metrics.csv" for folder in EVALUATED_DIRS],
+        per_query=[f"{folder}/per_query.parquet" for folder in EVALUATED_DIRS],
+        uncertainty=[f"{folder}/uncertainty.csv" for folder in EVALUATED_DIRS],
+        uncertainty_summary=[f"{folder}/uncertainty_summary.csv" for folder in EVALUATED_DIRS],
         records=run_files("run.json"),
+        external=[f"{folder}/external.json" for folder in EXTERNAL_DIRS],
         published=PUBLISHED_NUMBERS,
     output:
         RESULT_TABLES,
@@ -21,7 +22,7 @@ rule aggregate:
         CONDA_ENV
     threads: 1
     params:
-        runs=run_dirs(),
+        runs=EVALUATED_DIRS,
         results=RESULTS,
         bootstrap=BOOTSTRAP["replicates"],
         seed=BOOTSTRAP["seed"],

@@ -39,7 +39,9 @@ DATA = DataPaths(DATA_ROOT, config["sources"], TORCH_HOME, config["dataset_setti
 # Compute jobs claim the whole --cores budget unless their dataset's `threads` asks for fewer (pcmebench/resources.py).
 TORCH_THREADS = max(1, workflow.cores or 1)
 RUN_DIR = str(WORK / "runs" / "{dataset}" / "{method}" / "seed{seed}")
-RESULT_TABLES = [str(RESULTS / f"{table}.csv") for table in ("metrics", "summary", "uncertainty", "uncertainty_summary", "runs")]
+RESULT_TABLES = [
+    str(RESULTS / f"{t}.csv") for t in ("metrics", "summary", "uncertainty", "uncertainty_summary", "runs", "external")
+]
 # Published numbers (one committed file, each row with its source), copied to results/paper.csv.
 PUBLISHED_NUMBERS = str(Path(workflow.basedir) / "workflow" / "resources" / "published_numbers.csv")
 PAPER_TABLE = str(RESULTS / "paper.csv")

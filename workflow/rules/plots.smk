@@ -5,7 +5,7 @@
 from pcmebench.plots import figure_files
 
 PLOTS = RESULTS / "plots"
-PLOT_FILES = figure_files(PLOTS, config["datasets"], config["methods"])
+PLOT_FILES = figure_files(PLOTS, config["datasets"], [*config["methods"], *EXTERNAL_SHOWN])
 
 
 rule plots:
@@ -13,7 +13,8 @@ rule plots:
         summary=RESULTS / "summary.csv",
         uncertainty=RESULTS / "uncertainty.csv",
         uncertainty_summary=RESULTS / "uncertainty_summary.csv",
-        queries=run_files("queries.parquet"),
+        external=RESULTS / "external.csv",
+        queries=[f"{folder}/queries.parquet" for folder in EVALUATED_DIRS],
         curves=run_files("train_log.csv"),
         records=run_files("run.json"),
     output:
@@ -26,11 +27,11 @@ rule plots:
         CONDA_ENV
     threads: 1
     params:
-        runs=run_dirs(),
+        runs=EVALUATED_DIRS,
         results=RESULTS,
         out=PLOTS,
         datasets=config["datasets"],
-        methods=config["methods"],
+        methods=[*config["methods"], *EXTERNAL_SHOWN],
     shell:
         "exec python -m pcmebench.plots --results {params.results} --runs {params.runs} --out {params.out}"
         " --datasets {params.datasets} --methods {params.methods} > {log} 2>&1"
