@@ -257,6 +257,17 @@ def test_missing_real_data_names_every_file_with_its_address(workflow, tmp_path)
         assert any(line.strip().startswith(path + " ") and address in line for line in lines), path
 
 
+def test_the_lists_of_real_data_fetch_the_annotations_and_split_files_not_the_images(workflow, tmp_path):
+    result = snakemake(workflow, "-n", "lists", "--configfile", "config/paper.yaml", "--config", f"data_root={tmp_path}")
+    assert result.returncode == 0, tail(result)
+    fetched = [job["wildcards"]["archive"] for job in planned_jobs(result.stdout) if job["rule"] == "download_archive"]
+    assert sorted(fetched) == ["CUB_200_2011.tgz", "annotations_trainval2014.zip", "cvpr2016_cub.tar.gz"]  # no COCO images
+    assert job_counts(result.stdout) == {
+        "download_archive": 3, "download_coco_file": 1, "download_cub_file": 1, "extract_coco_annotations": 1,
+        "extract_cub_images": 1, "extract_cub_captions": 1, "split_lists": 2, "lists": 1,
+    }  # fmt: skip
+
+
 def test_a_damaged_archive_without_a_checksum_is_refused_moved_aside_and_never_the_reference(workflow, tmp_path):
     """Reed et al.'s captions (no published checksum) served with one byte flipped: the extraction
     refuses the archive whole, moves it aside and records no SHA-256; the rerun downloads the good
