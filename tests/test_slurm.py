@@ -58,7 +58,7 @@ FAST_STATUS = ("--slurm-init-seconds-before-status-checks", "2")
 THROUGH_SLURM = ("vse0", "pcme")
 SUBSET = ("--config", "methods=[" + ",".join(f'"{m}"' for m in THROUGH_SLURM) + "]")
 KILLED = {"dataset": "synthetic-coco", "method": "pcme", "seed": 0}  # 7 epochs on the smoke preset
-MULTICORE_RULES = ("prepare", "pretrain", "train", "embed", "evaluate")
+MULTICORE_RULES = ("prepare", "pretrain", "train", "embed", "evaluate", "evaluate_external", "export_run", "export_external")
 
 needs_plugin = pytest.mark.skipif(
     importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,

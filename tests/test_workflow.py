@@ -389,7 +389,7 @@ def test_every_result_table_has_its_schema(built):
     schemas = {
         "metrics.csv": tables.METRICS_COLUMNS, "summary.csv": tables.SUMMARY_COLUMNS, "uncertainty.csv": tables.UNCERTAINTY_COLUMNS,
         "uncertainty_summary.csv": tables.UNCERTAINTY_SUMMARY_COLUMNS, "runs.csv": tables.RUN_RECORD_KEYS,
-        "paper.csv": tables.PAPER_COLUMNS,
+        "external.csv": tables.EXTERNAL_COLUMNS, "paper.csv": tables.PAPER_COLUMNS,
     }  # fmt: skip
     assert sorted(path.name for path in (built / SMOKE_RESULTS).glob("*.csv")) == sorted(schemas)
     for name, columns in schemas.items():
