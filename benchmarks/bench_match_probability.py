@@ -1,4 +1,5 @@
-"""PCME's match probability: the chunked matrix-product version against a per-query float64 reference.
+"""PCME's match probability: the chunked matrix-product version against the bare matrix product of the same
+shapes and against a per-query float64 reference.
 
     python benchmarks/bench_match_probability.py                          # 1K size on the CPU
     python benchmarks/bench_match_probability.py --size 5k --device cuda [--tf32 | --both]
@@ -20,7 +21,15 @@ its time is extrapolated to every query, which is stated in the output. The scri
 checks that both give the same top-10 ranking for every reference query, in both
 directions, and exits non-zero if not.
 
-Targets (issue 4): >= 500x at 1k size on a 2-core CPU; <= 0.25 s at 5k on an H100/H200.
+The yardstick of its own cost is the bare matrix product of the same shapes, timed in the same run
+(in turn with it, ``--repeats`` times, the best kept): the (N_i J x D) image samples times the
+(D x N_c J) caption samples, as one ``torch.mm`` that allocates its (N_i J x N_c J) result, in row
+blocks of at most ``--bare-block-gb`` of result where the whole would not fit (5k: 24.5 GB).
+``models.pcme.match_probability`` computes that product and the J x J distances' elementwise steps
+and sums; the script prints its time as a ratio to the bare product's.
+
+Targets (issue 4): >= 500x at 1k size on a 2-core CPU; <= 0.25 s at 5k on an H100/H200. Issue 22:
+within 1.05x the bare product at 1k.
 """
 
 from __future__ import annotations
@@ -68,6 +77,16 @@ def reference_scores(query: torch.Tensor, gallery: torch.Tensor, a: float, b: fl
     return torch.cat(parts)
 
 
+def with_tf32(allowed: bool, function, *args):
+    """``function(*args)`` with TF32 matrix products allowed or not on CUDA (restored after)."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        return function(*args)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 def synchronize(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -83,6 +102,25 @@ def timed(function, device, repeats: int = 1):
         synchronize(device)
         best = min(best, time.perf_counter() - started)
     return best, result
+
+
+def bare_product(images: torch.Tensor, captions: torch.Tensor, block_bytes: int) -> None:
+    """The (N_i J x D) x (D x N_c J) product alone, each row block's result allocated as torch.mm allocates it."""
+    left = images.flatten(0, 1)
+    right = captions.transpose(0, 1).flatten(0, 1).T
+    rows = max(1, block_bytes // (left.element_size() * right.shape[1]))
+    for start in range(0, len(left), rows):
+        torch.mm(left[start : start + rows], right)
+
+
+def time_in_turn(functions: dict, device, repeats: int) -> tuple[dict, dict]:
+    """{name: best wall time over ``repeats``}, {name: last result}; the functions run in turn each repeat."""
+    best, results = {}, {}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            elapsed, results[name] = timed(function, device)
+            best[name] = min(best.get(name, float("inf")), elapsed)
+    return best, results
 
 
 def top10(scores: torch.Tensor) -> torch.Tensor:
@@ -107,8 +145,9 @@ def run(argv=None) -> dict:
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--reference-queries", type=int, default=None, help="per direction (default: 8 on CPU, 50 on CUDA)")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="timed runs of the chunked version, best kept (default: 1 CPU, 5 CUDA)"
+        "--repeats", type=int, default=None, help="timed runs of each, taken in turn, best kept (default: 3 CPU, 5 CUDA)"
     )
+    parser.add_argument("--bare-block-gb", type=float, default=4.0, help="largest result of one bare product")
     parser.add_argument("--reference-memory-gb", type=float, default=4.0, help="largest difference tensor of the reference")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -121,7 +160,7 @@ def run(argv=None) -> dict:
     cuda = args.device == "cuda"
     modes = ["fp32", "tf32"] if args.both else ["tf32" if args.tf32 else "fp32"]
     reference_queries = args.reference_queries or (50 if cuda else 8)
-    repeats = args.repeats or (5 if cuda else 1)
+    repeats = args.repeats or (5 if cuda else 3)
     n_images, n_captions = SIZES[args.size]
     a, b = 20.0, 15.0
 
@@ -137,13 +176,19 @@ def run(argv=None) -> dict:
     images, captions = random_inputs(n_images, n_captions, args.samples, args.dim, args.seed, args.device)
     a_tensor, b_tensor = torch.tensor([a], device=args.device), torch.tensor([b], device=args.device)
 
-    chunked, times = {}, {}
+    functions = {"bare product": lambda: bare_product(images, captions, int(args.bare_block_gb * 2**30))}
     for mode in modes:
-        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
-        match_probability(images[:8], captions, a_tensor, b_tensor)  # warm-up (CUDA context, kernels, allocator)
-        times[mode], chunked[mode] = timed(lambda: match_probability(images, captions, a_tensor, b_tensor), args.device, repeats)
-        print(f"chunked matrix products, {mode} (both directions from one matrix): {times[mode]:.3f} s (best of {repeats})")
-    torch.backends.cuda.matmul.allow_tf32 = False
+        functions[mode] = lambda mode=mode: with_tf32(mode == "tf32", match_probability, images, captions, a_tensor, b_tensor)
+    with_tf32(False, match_probability, images[:8], captions, a_tensor, b_tensor)  # warm-up (CUDA context, kernels, allocator)
+    times, chunked = time_in_turn(functions, args.device, repeats)
+    bare = times.pop("bare product")
+    chunked.pop("bare product")
+    print(f"bare matrix product of the same shapes (fp32): {bare:.3f} s (best of {repeats}, in turn with the chunked version)")
+    for mode in modes:
+        print(
+            f"chunked matrix products, {mode} (both directions from one matrix): {times[mode]:.3f} s "
+            f"(best of {repeats}), {times[mode] / bare:.3f}x the bare product"
+        )
 
     generator = torch.Generator().manual_seed(args.seed + 1)
     picks = {
@@ -191,6 +236,8 @@ def run(argv=None) -> dict:
         "device": device_name,
         "torch": torch.__version__,
         "seconds": times,
+        "bare_product_seconds": bare,
+        "ratio_to_bare_product": {mode: value / bare for mode, value in times.items()},
         "reference_seconds_extrapolated": totals,
         "reference_queries_per_direction": reference_queries,
         "top10_identical": same_top10,

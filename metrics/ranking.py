@@ -40,8 +40,11 @@ def to_numpy(x, name: str) -> np.ndarray:
         raise ValueError(f"{name}: cannot be read as an array ({error})") from None
 
 
-def check_scores(scores) -> np.ndarray:
-    """Validate a (Q, G) score matrix: 2-D, real, non-empty, finite. Returns a float32/float64 array (no copy if possible)."""
+def check_scores(scores, finite: bool = True) -> np.ndarray:
+    """Validate a (Q, G) score matrix: 2-D, real, non-empty, finite. Returns a float32/float64 array (no copy if possible).
+
+    ``finite=False`` leaves finiteness to the caller (check_finite on the rows it reads anyway, in cache).
+    """
     array = to_numpy(scores, "scores")
     if array.ndim != 2:
         raise ValueError(f"scores: expected a 2-D (queries, gallery) matrix, got shape {array.shape}")
@@ -53,15 +56,29 @@ def check_scores(scores) -> np.ndarray:
         array = array.astype(np.float64)
     elif array.dtype.itemsize < 4:  # float16: sorting and comparing it is slow, float32 holds it exactly
         array = array.astype(np.float32)
-    for rows in query_chunks(array.shape[0], array.shape[1], None):
-        if np.isfinite(array[rows].min()) and np.isfinite(array[rows].max()):  # NaN propagates through min/max
+    for rows in query_chunks(array.shape[0], array.shape[1], None) if finite else ():
+        if _sum_is_finite(array[rows]):
             continue
-        finite = np.isfinite(array[rows])
-        if not finite.all():
-            row, column = np.argwhere(~finite)[0]
+        finite_entries = np.isfinite(array[rows])
+        if not finite_entries.all():
+            row, column = np.argwhere(~finite_entries)[0]
             value = array[rows][row, column]
             raise ValueError(f"scores: {value} at query {rows.start + row}, gallery item {column}; every score must be finite")
     return array
+
+
+def _sum_is_finite(block: np.ndarray) -> bool:
+    """One pass: NaN and inf propagate through a sum; a sum of finite values that overflows reads False too."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.add.reduce(block, axis=None)))
+
+
+def check_finite(block: np.ndarray, scores: np.ndarray) -> None:
+    """Raise check_scores's error for ``scores`` when ``block`` (some of its entries, in cache) holds a
+    non-finite value. NaN propagates through min and max; on rows in cache these two vectorised
+    reductions take about half a sum's time."""
+    if not (np.isfinite(block.min()) and np.isfinite(block.max())):
+        check_scores(scores)  # names the matrix's first non-finite entry
 
 
 def check_binary(matrix, name: str, shape: tuple[int, ...] | None = None, ndim: int = 2) -> np.ndarray:
