@@ -57,6 +57,18 @@ def check_config(config: dict, schema_path: str | Path) -> dict[str, Method]:
     return methods
 
 
+def holds_log_sigma(file: str) -> bool:
+    """Whether an external file holds both log σ arrays, from its header (ValueError: unreadable); read once per
+    version of the file, since the plan asks for each file twice (its problems, its statistics) and every job plans."""
+    stat = Path(file).stat()
+    return _holds_log_sigma(file, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _holds_log_sigma(file: str, _mtime_ns: int, _size: int) -> bool:
+    return set(SIGMA_ARRAYS) <= set(array_names(Path(file)))
+
+
 def external_files(entry: dict, dataset: str) -> list[str]:
     """An external model's files of ``dataset``, one per seed (none: the model has no file of it)."""
     files = entry["files"].get(dataset, [])
@@ -86,7 +98,7 @@ def external_problems(config: dict, methods: dict[str, Method]) -> list[str]:
         for dataset in (d for d in config["datasets"] if d in entry["files"]):
             for index, file in enumerate(external_files(entry, dataset)):
                 try:
-                    sigma[file] = set(SIGMA_ARRAYS) <= set(array_names(Path(file)))
+                    sigma[file] = holds_log_sigma(file)
                 except (ValueError, OSError) as error:
                     missing = not Path(file).is_file()
                     problems.append(
@@ -112,7 +124,7 @@ def resolve_external(config: dict, methods: dict[str, Method]) -> dict[str, Meth
     for name, entry in (config.get("external") or {}).items():
         entry["scoring"] = [entry["scoring"]] if isinstance(entry["scoring"], str) else list(entry["scoring"])
         files = [f for d in config["datasets"] for f in external_files(entry, d)]
-        sigma = bool(files) and all(set(SIGMA_ARRAYS) <= set(array_names(Path(f))) for f in files)
+        sigma = bool(files) and all(holds_log_sigma(f) for f in files)
         entry["statistics"] = list(entry.get("statistics") or (UNCERTAINTY_STATISTICS if sigma else []))
         entry["color"] = entry.get("color") or next(free)
         resolved[name] = external_method(name, entry["label"], entry["color"], entry["scoring"], entry["statistics"])

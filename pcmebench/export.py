@@ -211,18 +211,18 @@ def _checked_request(embeddings: Embeddings, scorings, top_k, protocols, tasks) 
 
 def export_run(
     prepared_dir, embeddings: Embeddings, out_dir, top_k: int = TOP_K, scorings=None, device="cpu", protocols=None,
-    eccv_data=None,
+    eccv_data=None, split: EvaluationSplit | None = None,
 ) -> list[Path]:  # fmt: skip
     """Write each scoring's score matrix and ranked lists (``export_files``) of ``embeddings`` under ``out_dir``.
 
     ``embeddings``: a trained run's (``pcmebench.scoring.load_embeddings``) or an external file's
     (``pcmebench.external.read_external``), of the test split of ``prepared_dir``; its settings name
     the dataset. ``scorings`` default to its analysis's; ``protocols`` to every one of the dataset's.
-    Returns the files written.
+    ``split``: the test split of ``prepared_dir`` where the caller has read it already. Returns the files written.
     """
     out_dir = Path(out_dir)
     prepared = PreparedDataset(prepared_dir)
-    split = EvaluationSplit.from_prepared(prepared, "test")
+    split = split or EvaluationSplit.from_prepared(prepared, "test")
     check_alignment(embeddings, split, prepared_dir)
     if "dataset" not in embeddings.settings:
         raise ValueError(f"{embeddings.path}: its settings name no dataset; give the dataset (read_external's settings)")
@@ -274,14 +274,17 @@ def eccv_caption_lists(rankings: pd.DataFrame, protocol: str = "5K") -> dict[str
     return lists
 
 
-def read_embeddings(path, prepared_dir, external: bool, dataset: str | None, scorings) -> Embeddings:
-    """A trained run's embeddings file, or (``external``) a user's file of ``dataset`` read for ``scorings``."""
+def read_embeddings(
+    path, prepared_dir, external: bool, dataset: str | None, scorings
+) -> tuple[Embeddings, EvaluationSplit | None]:
+    """A trained run's embeddings file, or (``external``) a user's file of ``dataset`` read for ``scorings``
+    with the test split it was put in the order of (None for a trained run's: export_run reads it)."""
     if not external:
-        return load_embeddings(path)
+        return load_embeddings(path), None
     prepared = PreparedDataset(prepared_dir)
     split = EvaluationSplit.from_prepared(prepared, "test")
     settings = {"dataset": dataset, "method": Path(path).stem}
-    return read_external(path, prepared, split, scorings, settings=settings)
+    return read_external(path, prepared, split, scorings, settings=settings), split
 
 
 def main(argv=None) -> None:
@@ -304,8 +307,8 @@ def main(argv=None) -> None:
     use_threads(args.threads)
     torch.set_float32_matmul_precision("highest")  # the evaluation's fp32 products: the same matrices
     try:
-        embeddings = read_embeddings(args.embeddings, args.prepared, args.external, args.dataset, args.scoring)
-        export_run(args.prepared, embeddings, args.out, args.top_k, args.scoring, args.device, args.protocols)
+        embeddings, split = read_embeddings(args.embeddings, args.prepared, args.external, args.dataset, args.scoring)
+        export_run(args.prepared, embeddings, args.out, args.top_k, args.scoring, args.device, args.protocols, split=split)
     except (ValueError, FileNotFoundError) as error:  # DataError is a ValueError: the message names file and item
         sys.exit(f"pcmebench-export: {error}")
 

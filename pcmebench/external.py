@@ -27,7 +27,6 @@ first offending ids, before anything is written.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -45,7 +44,7 @@ from pcmebench.evaluate import Evaluation, evaluate_embeddings, write_evaluation
 from pcmebench.files import atomic_write
 from pcmebench.logs import log_to_stderr
 from pcmebench.protocols import EvaluationSplit
-from pcmebench.runs import resolve_device, use_threads
+from pcmebench.runs import file_sha256, resolve_device, use_threads
 from pcmebench.scoring import MODALITIES, Analysis, Embeddings, tensors_read
 from pcmebench.tables import EXTERNAL_COLUMNS, RUN_TABLES
 from pcmebench.tensorfiles import read_safetensors
@@ -259,21 +258,13 @@ def evaluate_external(
     return evaluate_embeddings(prepared, split, embeddings, settings, resolve_device(device), eccv_data)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        while chunk := stream.read(2**24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_record(path: Path, evaluation: Evaluation, args: argparse.Namespace, name: str) -> None:
     """external.json: what the model is (EXTERNAL_COLUMNS) and which file, by content, gave its tables."""
     statistics = [s for s in UNCERTAINTY_STATISTICS if s in set(evaluation.uncertainty_summary["uncertainty"])]
     record = {
         "dataset": args.dataset, "method": name, "seed": args.seed, "label": args.label or name, "color": args.color,
         "scorings": " ".join(args.scoring), "statistics": " ".join(args.statistics or statistics),
-        "file": str(args.embeddings), "sha256": sha256(args.embeddings),
+        "file": str(args.embeddings), "sha256": file_sha256(args.embeddings),
     }  # fmt: skip
     assert list(record) == EXTERNAL_COLUMNS
     atomic_write(path, lambda temporary: temporary.write_text(json.dumps(record, indent=1) + "\n"))

@@ -2,11 +2,8 @@
 # rescoring and for eccv-caption's tools (pcmebench/export.py, docs/export.md), into <results_dir>/export/.
 
 EXPORT = {"enabled": False, "top_k": 100} | config.get("export", {})
-EXPORT_DIR = str(RESULTS / "export" / "{dataset}" / "{name}" / "seed{seed}")
-EXPORT_DIRS = [
-    EXPORT_DIR.format(dataset=Path(folder).parts[-3], name=Path(folder).parts[-2], seed=Path(folder).name.removeprefix("seed"))
-    for folder in (EVALUATED_DIRS if EXPORT["enabled"] else [])
-]
+# A run's (or an external file's) export folder: its evaluation folder's <dataset>/<name>/seed<seed> under results/export.
+EXPORT_DIRS = [str(RESULTS / "export" / Path(*Path(f).parts[-3:])) for f in (EVALUATED_DIRS if EXPORT["enabled"] else [])]
 
 
 rule export_run:
@@ -34,7 +31,7 @@ rule export_run:
 rule export_external:
     input:
         prepared=WORK / "prepared" / "{dataset}",
-        file=lambda w: external_files(config["external"][w.external], w.dataset)[int(w.seed)],
+        file=EXTERNAL_FILE,
     output:
         directory(RESULTS / "export" / "{dataset}" / "{external}" / "seed{seed}"),
     log:

@@ -21,12 +21,14 @@ EXTERNAL_DIRS = [
 ]
 # Every folder of evaluation tables: the trained runs', then the external models'.
 EVALUATED_DIRS = run_dirs() + EXTERNAL_DIRS
+# The input of a job on one external model's file (evaluate_external, export_external).
+EXTERNAL_FILE = lambda w: external_files(config["external"][w.external], w.dataset)[int(w.seed)]
 
 
 rule evaluate_external:
     input:
         prepared=WORK / "prepared" / "{dataset}",
-        file=lambda w: external_files(config["external"][w.external], w.dataset)[int(w.seed)],
+        file=EXTERNAL_FILE,
     output:
         metrics=f"{EXTERNAL_DIR}/metrics.csv",
         per_query=f"{EXTERNAL_DIR}/per_query.parquet",
@@ -46,10 +48,10 @@ rule evaluate_external:
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         out=EXTERNAL_DIR,
-        scoring=lambda wildcards: config["external"][wildcards.external]["scoring"],
+        scoring=lambda w: config["external"][w.external]["scoring"],
         statistics=lambda w: config["external"][w.external]["statistics"],
-        label=lambda wildcards: config["external"][wildcards.external]["label"],
-        color=lambda wildcards: config["external"][wildcards.external]["color"],
+        label=lambda w: config["external"][w.external]["label"],
+        color=lambda w: config["external"][w.external]["color"],
         device=config["device"],
     shell:
         "exec python -m pcmebench.external --dataset {wildcards.dataset} --prepared {input.prepared} --embeddings {input.file:q}"
