@@ -59,7 +59,7 @@ def check_config(config: dict, schema_path: str | Path) -> dict[str, Method]:
 
 def holds_log_sigma(file: str) -> bool:
     """Whether an external file holds both log σ arrays, from its header (ValueError: unreadable); read once per
-    version of the file, since the plan asks for each file twice (its problems, its statistics) and every job plans."""
+    version of the file in a process, which asks twice (the file's problems, then the model's statistics)."""
     stat = Path(file).stat()
     return _holds_log_sigma(file, stat.st_mtime_ns, stat.st_size)
 
