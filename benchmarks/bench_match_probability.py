@@ -50,6 +50,7 @@ from reporting import write_json
 from models.pcme import match_probability
 
 SIZES = {"1k": (1000, 5000), "5k": (5000, 25000)}
+ROW_BLOCK_BYTES = 256 * 2**20  # match_probability's tile on a GPU
 
 
 def random_inputs(n_images: int, n_captions: int, samples: int, dim: int, seed: int, device):
@@ -179,6 +180,10 @@ def run(argv=None) -> dict:
     functions = {"bare product": lambda: bare_product(images, captions, int(args.bare_block_gb * 2**30))}
     for mode in modes:
         functions[mode] = lambda mode=mode: with_tf32(mode == "tf32", match_probability, images, captions, a_tensor, b_tensor)
+    if not cuda:  # the GPU's layout on the CPU (the CPU's before issue 22): row blocks of every caption in turn
+        functions["row blocks"] = lambda: match_probability(
+            images, captions, a_tensor, b_tensor, ROW_BLOCK_BYTES, n_captions, workers=1
+        )
     with_tf32(False, match_probability, images[:8], captions, a_tensor, b_tensor)  # warm-up (CUDA context, kernels, allocator)
     times, chunked = time_in_turn(functions, args.device, repeats)
     bare = times.pop("bare product")
@@ -188,6 +193,19 @@ def run(argv=None) -> dict:
         print(
             f"chunked matrix products, {mode} (both directions from one matrix): {times[mode]:.3f} s "
             f"(best of {repeats}), {times[mode] / bare:.3f}x the bare product"
+        )
+    row_blocks = {}
+    if "row blocks" in times:
+        scores = chunked.pop("row blocks")
+        row_blocks = {
+            "seconds": times.pop("row blocks"),
+            "identical": torch.equal(scores, chunked[modes[0]]),
+            "max_abs_difference": (scores - chunked[modes[0]]).abs().max().item(),
+        }
+        print(
+            f"row blocks of every caption in turn (the GPU's layout): {row_blocks['seconds']:.3f} s, "
+            f"{row_blocks['seconds'] / bare:.3f}x the bare product; values identical to the tiles' "
+            f"{row_blocks['identical']} (max |difference| {row_blocks['max_abs_difference']:.1e})"
         )
 
     generator = torch.Generator().manual_seed(args.seed + 1)
@@ -243,6 +261,7 @@ def run(argv=None) -> dict:
         "top10_identical": same_top10,
         "max_abs_difference": worst,
         "identical": identical,
+        "row_blocks": row_blocks,
     }
     write_json(args.json, summary)
     return summary

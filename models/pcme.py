@@ -28,6 +28,8 @@ half as far per step as the original's a and b did.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -225,29 +227,70 @@ def uniformity_loss(points: torch.Tensor, form: str, t: float = 2.0, generator: 
 
 
 @torch.no_grad()
-def match_probability(image_samples, caption_samples, a, b, chunk_bytes: int = 256 * 2**20) -> torch.Tensor:
+def match_probability(
+    image_samples, caption_samples, a, b, tile_bytes: int | None = None, tile_captions: int | None = None, workers=None
+) -> torch.Tensor:
     """(N_i, J, D) and (N_c, J, D) samples -> (N_i, N_c) mean over J x J of sigmoid(-a d + b).
 
     An evaluation function (no gradient). Distances come from matrix products
-    (||x||^2 + ||y||^2 - 2 x.y) over blocks of images, so memory stays near
-    ``chunk_bytes`` (one block's J x J distances) whatever N_i and N_c, and the work
-    runs on the tensors' device in their dtype. Captions are laid out sample-major
-    so each block's J x J pairs sum as contiguous rows, and the elementwise steps
-    run in place, the logits b - a d in one fused pass (benchmarks/bench_match_probability.py).
+    (||x||^2 + ||y||^2 - 2 x.y), one tile of images x captions at a time, so memory stays
+    near ``tile_bytes`` (a tile's J x J distances) whatever N_i and N_c; the work runs on
+    the tensors' device in their dtype. Within a tile the captions are laid out
+    sample-major, so each J x J block sums as contiguous rows, and the elementwise steps
+    run in place. On the CPU a tile is small (512 captions, 16 MB; one buffer per worker,
+    never a fresh N_i J x N_c J result), and ``workers`` threads (default: torch's
+    intra-op threads), each single-threaded, take tiles in turn: a core slowed by another
+    process delays only its own tiles, not every step of every tile. On a GPU a tile is a
+    256 MB block of rows against every caption, one after another. Tiles of a multiple of
+    128 captions keep torch's J x J sums in the order of a row of every caption.
+    (benchmarks/bench_match_probability.py measures both against the bare product.)
     """
-    n_c, j = caption_samples.shape[:2]
-    captions = caption_samples.transpose(0, 1).flatten(0, 1)  # (J * N_c, D), row s * N_c + c
-    caption_norms = captions.pow(2).sum(dim=1)
-    rows = max(1, chunk_bytes // (captions.element_size() * j * j * n_c))
+    n_i, j = image_samples.shape[:2]
+    n_c = caption_samples.shape[0]
+    on_cpu = image_samples.device.type == "cpu"
+    tile_captions = min(n_c, tile_captions or (512 if on_cpu else n_c))
+    tile_bytes = tile_bytes or (16 if on_cpu else 256) * 2**20
+    tile_images = max(1, tile_bytes // (image_samples.element_size() * j * j * tile_captions))
+    workers = (workers or torch.get_num_threads()) if on_cpu else 1
+    images = image_samples.flatten(0, 1)  # (N_i * J, D), row r * J + s
+    image_norms = images.pow(2).sum(dim=1)
     scale = float(a)  # one number: the logits b - a d below take one fused pass
-    offset = torch.as_tensor(b, device=captions.device, dtype=captions.dtype).reshape(())
-    out = torch.empty((image_samples.shape[0], n_c), device=image_samples.device, dtype=image_samples.dtype)
-    for start in range(0, image_samples.shape[0], rows):
-        block = image_samples[start : start + rows].flatten(0, 1)  # (R * J, D), row r * J + s
-        logits = torch.addmm(caption_norms[None, :], block, captions.T, alpha=-2)
-        logits.add_(block.pow(2).sum(dim=1)[:, None]).clamp_(min=0).sqrt_()
-        torch.sub(offset, logits, alpha=scale, out=logits).sigmoid_()
-        out[start : start + rows] = logits.view(-1, j * j, n_c).sum(dim=1).div_(j * j)
+    offset = torch.as_tensor(b, device=images.device, dtype=images.dtype).reshape(())
+    out = torch.empty((n_i, n_c), device=images.device, dtype=images.dtype)
+    tiles = iter([(c, r) for c in range(0, n_c, tile_captions) for r in range(0, n_i, tile_images)])
+    caption_tiles, lock = {}, threading.Lock()
+
+    def next_tile():
+        with lock:
+            c, r = next(tiles, (None, None))
+            if c is not None and c not in caption_tiles:  # (J * n, D), row s * n + c, and its norms
+                captions = caption_samples[c : c + tile_captions].transpose(0, 1).flatten(0, 1)
+                caption_tiles[c] = captions, captions.pow(2).sum(dim=1)
+            return r, c, caption_tiles.get(c)
+
+    @torch.no_grad()  # grad mode is per thread
+    def work():
+        buffer = torch.empty(tile_images * j * j * tile_captions, device=images.device, dtype=images.dtype)
+        while (tile := next_tile())[1] is not None:
+            r, c, (captions, caption_norms) = tile
+            rows, n = images[r * j : (r + tile_images) * j], len(captions) // j
+            logits = buffer[: len(rows) * len(captions)].view(len(rows), len(captions))
+            torch.addmm(caption_norms[None, :], rows, captions.T, alpha=-2, out=logits)
+            logits.add_(image_norms[r * j : (r + tile_images) * j, None]).clamp_(min=0).sqrt_()
+            torch.sub(offset, logits, alpha=scale, out=logits).sigmoid_()
+            out[r : r + tile_images, c : c + n] = logits.view(-1, j * j, n).sum(dim=1).div_(j * j)
+
+    if workers == 1:
+        work()
+        return out
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core per worker: several threads per op would oversubscribe the cores
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for done in [pool.submit(work) for _ in range(workers)]:
+                done.result()
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

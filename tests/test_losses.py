@@ -252,7 +252,7 @@ def test_match_probability_equals_the_float64_reference():
     images = torch.randn(13, 7, 16, generator=generator)
     captions = torch.randn(29, 7, 16, generator=generator)
     a, b = torch.tensor(3.0), torch.tensor(8.0)
-    fast = match_probability(images, captions, a, b, chunk_bytes=4 * 7 * 7 * 29 * 3)  # several chunks
+    fast = match_probability(images, captions, a, b, tile_bytes=4 * 7 * 7 * 8 * 3, tile_captions=8)  # several tiles
     distance = (images.double()[:, None, :, None, :] - captions.double()[None, :, None, :, :]).norm(dim=-1)
     reference = torch.sigmoid(-a.double() * distance + b.double()).mean(dim=(2, 3))
     torch.testing.assert_close(fast.double(), reference, atol=1e-5, rtol=1e-5)

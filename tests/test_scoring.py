@@ -23,13 +23,16 @@ def reference_match_probability(images, captions, a, b):
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 4 * 5 * 5 * 31 * 3, 2**30])
-def test_chunked_match_probability_equals_the_float64_reference(chunk_bytes):
+@pytest.mark.parametrize(
+    ("tile_bytes", "tile_captions", "workers"),
+    [(1, None, 1), (4 * 5 * 5 * 31 * 3, None, 1), (2**30, None, 2), (4 * 5 * 5 * 8 * 3, 8, 3), (1, 1, 2)],
+)
+def test_tiled_match_probability_equals_the_float64_reference(tile_bytes, tile_captions, workers):
     generator = torch.Generator().manual_seed(3)
     images = torch.randn(17, 5, 24, generator=generator) * 0.3
     captions = torch.randn(31, 5, 24, generator=generator) * 0.3
     a, b = torch.tensor([6.0]), torch.tensor([4.0])  # stored as one-element tensors in the embeddings file
-    fast = match_probability(images, captions, a, b, chunk_bytes=chunk_bytes)
+    fast = match_probability(images, captions, a, b, tile_bytes, tile_captions, workers)
     reference = reference_match_probability(images, captions, a, b)
     assert fast.shape == (17, 31) and fast.dtype == torch.float32
     torch.testing.assert_close(fast.double(), reference, atol=2e-6, rtol=1e-5)
@@ -38,6 +41,24 @@ def test_chunked_match_probability_equals_the_float64_reference(chunk_bytes):
         fast.double().argsort(dim=1, descending=True, stable=True)[:, :10],
         reference.argsort(dim=1, descending=True, stable=True)[:, :10],
     )
+
+
+def test_match_probability_tiles_agree_with_row_blocks_and_leave_torch_as_found():
+    """The CPU's tiles and workers against the GPU's layout (row blocks of every caption in turn), on inputs
+    that take several tiles of 128 captions; inputs that require grad give a plain result; a failing
+    worker leaves torch's thread count as it was."""
+    generator = torch.Generator().manual_seed(4)
+    images = (torch.randn(40, 7, 32, generator=generator) * 0.2).requires_grad_()
+    captions = torch.randn(300, 7, 32, generator=generator) * 0.2
+    a, b = torch.tensor([20.0]), torch.tensor([15.0])
+    threads = torch.get_num_threads()
+    tiles = match_probability(images, captions, a, b, tile_bytes=4 * 49 * 128 * 9, tile_captions=128, workers=2)
+    rows = match_probability(images, captions, a, b, tile_bytes=2**28, tile_captions=300, workers=1)
+    assert not tiles.requires_grad and torch.get_num_threads() == threads
+    torch.testing.assert_close(tiles, rows, rtol=0, atol=1.2e-7)  # at most one float32 step below 1
+    with pytest.raises(RuntimeError):
+        match_probability(images, captions[:, :, :16], a, b, workers=2)  # D differs: each product fails
+    assert torch.get_num_threads() == threads
 
 
 def test_match_probability_of_identical_points_is_sigmoid_b():
