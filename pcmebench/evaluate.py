@@ -135,16 +135,20 @@ def _score_tasks(
     """Each task's per-query values on one scoring; with ``margins``, also each query's top-1 minus
     top-2 score margin (key MARGIN) on the tasks the σ analysis reads (it needs the scores)."""
     started = time.perf_counter()
-    matrix = score_matrix(embeddings, scoring, device)
+    matrix, by_caption = score_matrix(embeddings, scoring, device), None
     scored = time.perf_counter()
-    results = []
-    for task in tasks:
-        scores = task.scores(matrix)
-        values = _per_query_values(task, scores)
+    results = [{} for _ in tasks]
+    # The i2t tasks first; then one (captions, images) copy, whose rows the t2i tasks gather, replaces the
+    # matrix: columns gathered from it would be strided, and torch's blocked copy transposes faster than numpy.
+    for index in sorted(range(len(tasks)), key=lambda i: tasks[i].direction != "i2t"):
+        task = tasks[index]
+        if task.direction != "i2t" and by_caption is None:
+            by_caption, matrix = torch.from_numpy(matrix).T.contiguous().numpy(), None
+        scores = task.scores(matrix, by_caption)
+        results[index] = _per_query_values(task, scores)
         if margins and task.protocol in ANALYSED_PROTOCOLS:
-            values[MARGIN] = score_margin(scores)
-        results.append(values)
-    del matrix
+            results[index][MARGIN] = score_margin(scores)
+    del matrix, by_caption
     log.info("%s: scores %.2f s, metrics %.2f s", scoring, scored - started, time.perf_counter() - scored)
     return results
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 
 from corpora import SYNTHETIC_FORMAT, dataset_format
 from corpora.coco import CocoLayout
@@ -116,16 +117,19 @@ class EvaluationSplit:
     @classmethod
     def from_prepared(cls, prepared: PreparedDataset, split: str = "test") -> EvaluationSplit:
         data = prepared.split(split)
-        images = data.images
-        class_ids = np.asarray(images["class_id"], dtype=np.int64) if "class_id" in images.column_names else None
+        images, captions = data.images.with_format("arrow"), data.captions.with_format("arrow")  # columns without lists
+
+        def column(table, name: str) -> np.ndarray:
+            return table[name].to_numpy().astype(np.int64)
+
         return cls(
             format=prepared.meta["format"],
-            image_ids=np.asarray(images["image_id"], dtype=np.int64),
-            caption_ids=np.asarray(data.captions["caption_id"], dtype=np.int64),
-            caption_image=np.asarray(data.captions["image_index"], dtype=np.int64),
+            image_ids=column(images, "image_id"),
+            caption_ids=column(captions, "caption_id"),
+            caption_image=column(captions, "image_index"),
             labels=data.label_matrix(),
-            class_ids=class_ids,
-            caption_words=np.array([len(tokens) - 2 for tokens in data.captions["tokens"]], dtype=np.int64),
+            class_ids=column(images, "class_id") if "class_id" in images.column_names else None,
+            caption_words=pc.list_value_length(captions["tokens"]).to_numpy().astype(np.int64) - 2,
         )
 
 
@@ -151,10 +155,13 @@ class RetrievalTask:
     def ks(self) -> tuple[int, ...]:
         return tuple(int(key[2:]) for key in self.metrics if key.startswith("R@"))
 
-    def scores(self, matrix: np.ndarray) -> np.ndarray:
-        """This task's (queries, gallery) block of an (images, captions) score matrix, C-contiguous."""
+    def scores(self, matrix: np.ndarray, by_caption: np.ndarray | None = None) -> np.ndarray:
+        """This task's (queries, gallery) block of an (images, captions) score matrix, C-contiguous; a t2i
+        task's from ``by_caption``, the matrix's (captions, images) copy, where given (its rows, contiguous)."""
         if self.direction == "i2t":
             return np.ascontiguousarray(_block(matrix, self.queries, self.gallery))
+        if by_caption is not None:
+            return np.ascontiguousarray(_block(by_caption, self.queries, self.gallery))
         return np.ascontiguousarray(_block(matrix, self.gallery, self.queries).T)
 
 

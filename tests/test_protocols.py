@@ -205,5 +205,10 @@ def test_task_scores_take_the_right_block():
     assert np.array_equal(i2t.scores(matrix), matrix[1:3, 2:6])
     assert np.array_equal(t2i.scores(matrix), matrix[1:3, 2:6].T) and t2i.scores(matrix).flags.c_contiguous
     assert i2t.positives.tolist() == [[True, True, False, False], [False, False, True, True]]
-    scattered = own_caption_tasks(split, "1K", np.array([0, 3]), np.array([0, 1, 6, 7]))[0]
-    assert np.array_equal(scattered.scores(matrix), matrix[np.ix_([0, 3], [0, 1, 6, 7])])
+    scattered_i2t, scattered_t2i = own_caption_tasks(split, "1K", np.array([0, 3]), np.array([0, 1, 6, 7]))
+    assert np.array_equal(scattered_i2t.scores(matrix), matrix[np.ix_([0, 3], [0, 1, 6, 7])])
+    # a t2i block from the (captions, images) copy: the same block, C-contiguous
+    by_caption = np.ascontiguousarray(matrix.T)
+    for task, expected in ((t2i, matrix[1:3, 2:6].T), (scattered_t2i, matrix[np.ix_([0, 3], [0, 1, 6, 7])].T)):
+        block = task.scores(None, by_caption)
+        assert np.array_equal(block, expected) and block.flags.c_contiguous
