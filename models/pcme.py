@@ -239,16 +239,17 @@ def match_probability(
     sample-major, so each J x J block sums as contiguous rows, and the elementwise steps
     run in place. On the CPU a tile is small (512 captions, 16 MB; one buffer per worker,
     never a fresh N_i J x N_c J result), and ``workers`` threads (default: torch's
-    intra-op threads), each single-threaded, take tiles in turn: a core slowed by another
-    process delays only its own tiles, not every step of every tile. On a GPU a tile is a
-    256 MB block of rows against every caption, one after another. Tiles of a multiple of
-    128 captions keep torch's J x J sums in the order of a row of every caption.
+    intra-op threads), each single-threaded (torch's thread count is 1 meanwhile, then
+    restored), take tiles in turn: a core slowed by another process delays only its own
+    tiles, not every step of every tile. On a GPU a tile is a 256 MB block of rows against
+    every caption, one after another. Tiles of a multiple of 128 captions keep torch's
+    J x J sums in the order of a row of every caption.
     (benchmarks/bench_match_probability.py measures both against the bare product.)
     """
     n_i, j = image_samples.shape[:2]
     n_c = caption_samples.shape[0]
     on_cpu = image_samples.device.type == "cpu"
-    tile_captions = min(n_c, tile_captions or (512 if on_cpu else n_c))
+    tile_captions = max(1, min(n_c, tile_captions or (512 if on_cpu else n_c)))
     tile_bytes = tile_bytes or (16 if on_cpu else 256) * 2**20
     tile_images = max(1, tile_bytes // (image_samples.element_size() * j * j * tile_captions))
     workers = (workers or torch.get_num_threads()) if on_cpu else 1

@@ -59,6 +59,7 @@ def test_match_probability_tiles_agree_with_row_blocks_and_leave_torch_as_found(
     with pytest.raises(RuntimeError):
         match_probability(images, captions[:, :, :16], a, b, workers=2)  # D differs: each product fails
     assert torch.get_num_threads() == threads
+    assert match_probability(images, captions[:0], a, b, workers=2).shape == (40, 0)
 
 
 def test_match_probability_of_identical_points_is_sigmoid_b():
