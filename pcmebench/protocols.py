@@ -204,12 +204,15 @@ def own_caption_tasks(
     split: EvaluationSplit, protocol: str, images: np.ndarray, captions: np.ndarray, fold: int = 0
 ) -> list[RetrievalTask]:
     """Both directions over ``images`` and ``captions``: positives = an image and its own captions, R@K and PMRP."""
-    i2t = split.caption_image[captions][None, :] == images[:, None]
-    image_labels, caption_labels = split.labels[images], split.labels[split.caption_image[captions]]
+    owners = split.caption_image[captions]
+    image_labels, caption_labels = split.labels[images], split.labels[owners]
+    # each direction's positives compared in its own layout: a transposed copy of 5K's would cost more
     return [
-        RetrievalTask(protocol, "i2t", images, captions, i2t, RECALLS, (image_labels, caption_labels), fold),
         RetrievalTask(
-            protocol, "t2i", captions, images, np.ascontiguousarray(i2t.T), RECALLS, (caption_labels, image_labels), fold
+            protocol, "i2t", images, captions, images[:, None] == owners, RECALLS, (image_labels, caption_labels), fold
+        ),
+        RetrievalTask(
+            protocol, "t2i", captions, images, owners[:, None] == images, RECALLS, (caption_labels, image_labels), fold
         ),
     ]
 
@@ -217,10 +220,15 @@ def own_caption_tasks(
 def cub_tasks(split: EvaluationSplit) -> list[RetrievalTask]:
     """Both directions over the whole split: positives = same class."""
     images, captions = np.arange(split.n_images), np.arange(split.n_captions)
-    i2t = split.class_ids[:, None] == split.class_ids[split.caption_image][None, :]
+    image_classes, caption_classes = split.class_ids, split.class_ids[split.caption_image]
+    same = "same class"
     return [
-        RetrievalTask("CUB", "i2t", images, captions, i2t, CUB_METRICS, positives_source="same class"),
-        RetrievalTask("CUB", "t2i", captions, images, np.ascontiguousarray(i2t.T), CUB_METRICS, positives_source="same class"),
+        RetrievalTask(
+            "CUB", "i2t", images, captions, image_classes[:, None] == caption_classes, CUB_METRICS, positives_source=same
+        ),
+        RetrievalTask(
+            "CUB", "t2i", captions, images, caption_classes[:, None] == image_classes, CUB_METRICS, positives_source=same
+        ),
     ]
 
 
