@@ -135,22 +135,26 @@ def _score_tasks(
     """Each task's per-query values on one scoring; with ``margins``, also each query's top-1 minus
     top-2 score margin (key MARGIN) on the tasks the σ analysis reads (it needs the scores)."""
     started = time.perf_counter()
-    matrix, by_caption = score_matrix(embeddings, scoring, device), None
+    blocks = task_blocks(tasks, score_matrix(embeddings, scoring, device))
     scored = time.perf_counter()
     results = [{} for _ in tasks]
-    # The i2t tasks first; then one (captions, images) copy, whose rows the t2i tasks gather, replaces the
-    # matrix: columns gathered from it would be strided, and torch's blocked copy transposes faster than numpy.
-    for index in sorted(range(len(tasks)), key=lambda i: tasks[i].direction != "i2t"):
-        task = tasks[index]
-        if task.direction != "i2t" and by_caption is None:
-            by_caption, matrix = torch.from_numpy(matrix).T.contiguous().numpy(), None
-        scores = task.scores(matrix, by_caption)
-        results[index] = _per_query_values(task, scores)
-        if margins and task.protocol in ANALYSED_PROTOCOLS:
+    for index, scores in blocks:
+        results[index] = _per_query_values(tasks[index], scores)
+        if margins and tasks[index].protocol in ANALYSED_PROTOCOLS:
             results[index][MARGIN] = score_margin(scores)
-    del matrix, by_caption
     log.info("%s: scores %.2f s, metrics %.2f s", scoring, scored - started, time.perf_counter() - scored)
     return results
+
+
+def task_blocks(tasks: list[RetrievalTask], matrix: np.ndarray):
+    """(index, the task's block) of each task: the i2t tasks first, from the (images, captions) ``matrix``; then
+    the t2i tasks, from one (captions, images) copy that replaces it (rows gathered from it are contiguous where
+    columns of the matrix would be strided, and torch's blocked copy transposes faster than numpy's)."""
+    by_caption = None
+    for index in sorted(range(len(tasks)), key=lambda i: tasks[i].direction != "i2t"):
+        if tasks[index].direction != "i2t" and by_caption is None:
+            by_caption, matrix = torch.from_numpy(matrix).T.contiguous().numpy(), None
+        yield index, tasks[index].scores(matrix, by_caption)
 
 
 def _per_query_values(task: RetrievalTask, scores: np.ndarray) -> dict[str, np.ndarray]:

@@ -45,7 +45,7 @@ from corpora import DATASETS
 from corpora.prepared import PreparedDataset
 from metrics.ranking import query_chunks, row_counts
 from models.scorings import SCORINGS
-from pcmebench.evaluate import check_alignment
+from pcmebench.evaluate import check_alignment, task_blocks
 from pcmebench.external import read_external
 from pcmebench.files import atomic_write
 from pcmebench.logs import log_to_stderr
@@ -137,11 +137,11 @@ def _constant(value: str, length: int) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(length, dtype=np.int8)), pa.array([value]))
 
 
-def ranking_table(group: RetrievalTask, matrix: np.ndarray, embeddings: Embeddings, scoring: str, k: int) -> pa.Table:
-    """The ranked lists of one (protocol, fold, direction) on one (images x captions) matrix, as RANKING_SCHEMA rows."""
+def ranking_table(group: RetrievalTask, scores: np.ndarray, embeddings: Embeddings, scoring: str, k: int) -> pa.Table:
+    """The ranked lists of one (protocol, fold, direction) from its (queries, gallery) block of scores, as RANKING_SCHEMA rows."""
     ids = {"image": embeddings.image_ids, "caption": embeddings.caption_ids}
     query_kind, item_kind = ("image", "caption") if group.direction == "i2t" else ("caption", "image")
-    columns, values = top_columns(group.scores(matrix), k)
+    columns, values = top_columns(scores, k)
     n_queries, depth = columns.shape
     size = n_queries * depth
     return pa.table(
@@ -239,8 +239,9 @@ def export_run(
             started = time.perf_counter()
             matrix = score_matrix(embeddings, scoring, device)
             write_scores(staging / SCORES_FOLDER / f"{scoring}.safetensors", matrix, embeddings, scoring)
-            tables = (ranking_table(group, matrix, embeddings, scoring, top_k) for group in groups)
-            write_rankings(staging / RANKINGS_FOLDER / f"{scoring}.parquet", tables)
+            blocks, matrix = task_blocks(groups, matrix), None
+            tables = {i: ranking_table(groups[i], block, embeddings, scoring, top_k) for i, block in blocks}
+            write_rankings(staging / RANKINGS_FOLDER / f"{scoring}.parquet", [tables[i] for i in range(len(groups))])
             log.info(
                 "%s: the matrix and %d tasks' top-%d lists in %.1f s", scoring, len(groups), top_k, time.perf_counter() - started
             )
