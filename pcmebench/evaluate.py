@@ -66,12 +66,14 @@ from pcmebench.vocabulary import (
     BOTH,
     DIRECTIONS,
     FULL_PROTOCOL,
+    INTERVAL_ENDS,
     MARGIN,
     PCMEPP_PROTOCOLS,
     PCMEPP_STATISTIC,
     RSUM,
     RSUM_PROTOCOLS,
     UNCERTAINTY_PROTOCOLS,
+    check_summary_statistic,
     rsum,
 )
 
@@ -310,6 +312,7 @@ class _Summary:
     rows: list[dict] = field(default_factory=list)
 
     def add(self, protocol: str, direction: str, uncertainty: str, statistic: str, value: float) -> None:
+        check_summary_statistic(statistic)
         if np.isnan(value):
             log.warning(
                 "%s %s %s %s of %s: undefined (e.g. no failure or a constant input), not written",
@@ -374,9 +377,9 @@ def _ambiguity_statistics(u: dict, true_matches: dict, lengths: dict, summary: _
             matches, query_u = true_matches[direction], u[name][direction]
             log_matches = np.where(matches > 0, np.log(np.where(matches > 0, matches, 1)), np.nan)
             summary.add(FULL_PROTOCOL, direction, name, "spearman_u_log_matches", spearman(query_u, log_matches))
-            low, high = spearman_interval(query_u, log_matches, SPEARMAN_REPLICATES)
-            summary.add(FULL_PROTOCOL, direction, name, "spearman_u_log_matches_ci_low", low)
-            summary.add(FULL_PROTOCOL, direction, name, "spearman_u_log_matches_ci_high", high)
+            bounds = spearman_interval(query_u, log_matches, SPEARMAN_REPLICATES)
+            for end, bound in zip(INTERVAL_ENDS, bounds, strict=True):
+                summary.add(FULL_PROTOCOL, direction, name, "spearman_u_log_matches" + end, bound)
             length = lengths.get(direction)
             if length is not None:
                 control = partial_spearman(query_u, log_matches, length)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from corpora import SYNTHETIC_FORMAT
 from models.registry import UNCERTAINTY_STATISTICS
-from pcmebench import tables
+from pcmebench import tables, vocabulary
 from pcmebench.logs import log_to_stderr
 from pcmebench.tables import entries, known_methods, label, probabilistic_methods, scoring_series, select, trained_methods
 from pcmebench.vocabulary import DIRECTIONS, FULL_PROTOCOL, MARGIN, QUERY_MODALITY, primary_protocol, uncertainty_protocols
@@ -248,8 +248,9 @@ def spearman_lines(rows: pd.DataFrame) -> str:
     if "spearman_u_log_matches" not in mean:
         return ""
     text = f"\nSpearman ρ(u, log matches) = {mean['spearman_u_log_matches']:.3f}"
-    if "spearman_u_log_matches_ci_low" in mean and "spearman_u_log_matches_ci_high" in mean:
-        text += f" [{mean['spearman_u_log_matches_ci_low']:.3f}, {mean['spearman_u_log_matches_ci_high']:.3f}]"
+    bounds = mean.reindex([f"spearman_u_log_matches{end}" for end in vocabulary.INTERVAL_ENDS])
+    if bounds.notna().all():
+        text += " [{:.3f}, {:.3f}]".format(*bounds)
     if "partial_spearman_u_log_matches" in mean:
         text += f"\nlength held fixed (partial ρ) = {mean['partial_spearman_u_log_matches']:.3f}"
     return text
@@ -313,7 +314,7 @@ def plot_sigma_comparison(uncertainty_summary: pd.DataFrame, dataset: str, metho
             legend = f"{label(method)}: {UNCERTAINTY_STATISTICS[uncertainty].label}" if g == 0 and row is COMPARISON[0] else None
             mean = bar_with_seeds(axes, x, here, method, name, uncertainty, width * 0.9, legend)
             if name == "spearman_u_log_matches":
-                low, high = (np.nanmean(own_values(here, method, name + end, uncertainty)) for end in ("_ci_low", "_ci_high"))
+                low, high = (np.nanmean(own_values(here, method, name + end, uncertainty)) for end in vocabulary.INTERVAL_ENDS)
                 axes.errorbar(x, mean, [[mean - low], [high - mean]], color="black", capsize=3, linewidth=1)
         axes.axhline(reference, color="gray", linestyle="--" if reference else "-", linewidth=1)
         axes.set_xticks(range(len(bars)), [COMPARED[name][1] for name in bars], fontsize=8)

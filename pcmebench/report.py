@@ -40,23 +40,10 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The headline table's columns per direction: the primary protocol's, then the complete ground truth's where it exists.
 HEADLINE_METRICS = ("R@1", "R@5", "R@10", "R-P", "PMRP")
 EXTRA_PROTOCOL_METRICS = (("ECCV", "ECCV mAP@R"), (vocab.FULL_PROTOCOL, "full mAP@R"))
-# uncertainty_summary.csv's statistics in column order, with the page's legend.
-STATISTICS = {
-    "auroc_u": "AUROC of the row's σ statistic predicting an R@1 failure",
-    "auroc_margin": "AUROC of the negative top-1 minus top-2 score margin predicting an R@1 failure",
-    "spearman_u_rank": "Spearman correlation of the σ statistic with the rank of the first correct item",
-    "pearson_bin_r1": "Pearson correlation of σ-bin index with the bin's R@1",
-    "spearman_u_log_matches": "Spearman correlation of the σ statistic with log(true number of matches), synthetic data only; "
-    "below it, its 95% bootstrap interval over queries (mean over seeds of each seed's bounds)",
-    "partial_spearman_u_log_matches": "the same with the query's length held fixed (partial rank correlation given a caption's "
-    "word count, an image's number of instance categories): the control for length, which alone predicts ambiguity",
-    "within_length_spearman_u_log_matches": "the same within each length of at least 50 queries, "
-    "averaged weighted by their queries",
-}
 # The uncertainty column's values: the registry's σ statistics, described, and the score-margin baseline.
 UNCERTAINTIES = {name: s.description for name, s in UNCERTAINTY_STATISTICS.items()} | {vocab.MARGIN: "the score margin (no σ)"}
 # The statistics tables' headers: names broken after an underscore past 8 characters, for narrow columns.
-HEADER = {"uncertainty": "σ statistic"} | {name: re.sub(r"(.{8,}?)_", "\\1_\n", name) for name in STATISTICS}
+HEADER = {"uncertainty": "σ statistic"} | {name: re.sub(r"(.{8,}?)_", "\\1_\n", name) for name in vocab.SUMMARY_STATISTICS}
 SUITE_RECIPE = "naver-ai/pcme"  # the recipe config/paper.yaml follows; other recipes' numbers are labelled as such
 
 
@@ -246,14 +233,14 @@ class Report:
         if rows.empty:
             return f"uncertainty_summary.csv has no {'/'.join(protocols)} rows for {dataset}.", []
         cells = statistic_cells(rows, ["direction", "protocol", "method", "rank", "scoring", "uncertainty"]).unstack("statistic")
-        cells, found = cells[sorted(cells.columns, key=vocab.rank_in(STATISTICS))], []
+        cells, found = cells[sorted(cells.columns, key=vocab.rank_in(vocab.SUMMARY_STATISTICS))], []
         for direction in [d for d in vocab.DIRECTIONS if d in cells.index.get_level_values("direction")]:
             here = cells.xs(direction, level="direction").dropna(axis=1, how="all").reset_index()
             here = ordered(here, {"protocol": protocols, "method": self.methods, "rank": None, "uncertainty": UNCERTAINTIES})
             here = here.assign(method=[label(m, s) for m, s in zip(here["method"], here["scoring"], strict=True)])
             classes = ["secondary" if rank else "" for rank in here.pop("rank")]
             found.append((vocab.DIRECTIONS[direction], Table(here.rename(columns=HEADER).fillna("—"), 4, classes)))
-        return found, [(s, STATISTICS.get(s, s)) for s in cells.columns] + list(UNCERTAINTIES.items())
+        return found, [(s, vocab.SUMMARY_STATISTICS.get(s, s)) for s in cells.columns] + list(UNCERTAINTIES.items())
 
     def bins(self, dataset: str) -> list[tuple[str, list[tuple[str, Table]]]]:
         """Each probabilistic method's per-bin retrieval with its own scoring: a table per protocol, statistic and

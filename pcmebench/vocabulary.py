@@ -36,6 +36,21 @@ RSUM_PROTOCOLS = ("1K", "5K")
 # The uncertainty column of the score-margin baseline, which every method has.
 MARGIN = "score_margin"
 
+# uncertainty_summary.csv's statistics in display order, with what each measures (the page's legend; results/README.md
+# names the same). A statistic with a bootstrap interval also has the rows <statistic><end> for each of INTERVAL_ENDS.
+SUMMARY_STATISTICS = {
+    "auroc_u": "AUROC of the row's σ statistic predicting an R@1 failure",
+    "auroc_margin": "AUROC of the negative top-1 minus top-2 score margin predicting an R@1 failure",
+    "spearman_u_rank": "Spearman correlation of the σ statistic with the rank of the first correct item",
+    "pearson_bin_r1": "Pearson correlation of σ-bin index with the bin's R@1",
+    "spearman_u_log_matches": "Spearman correlation of the σ statistic with log(true number of matches), synthetic data only",
+    "partial_spearman_u_log_matches": "the same with the query's length held fixed (partial rank correlation given a caption's "
+    "word count, an image's number of instance categories): the control for length, which alone predicts ambiguity",
+    "within_length_spearman_u_log_matches": "the same within each length of at least 50 queries, "
+    "averaged weighted by their queries",
+}
+INTERVAL_ENDS = ("_ci_low", "_ci_high")  # a statistic's 95% bootstrap interval over queries
+
 # Display order of tables (results/README.md lists these names); other names go last.
 PROTOCOL_ORDER = ("1K", "5K", "CUB", "ECCV", FULL_PROTOCOL)
 DIRECTION_ORDER = (*DIRECTIONS, BOTH)
@@ -75,3 +90,9 @@ def rank_in(order) -> callable:
     """A sort key: the position of a name in ``order``, names not in it after every name that is."""
     order = list(order)
     return lambda name: order.index(name) if name in order else len(order)
+
+
+def check_summary_statistic(statistic: str) -> None:
+    """A statistic written to uncertainty_summary.csv must be described in SUMMARY_STATISTICS (it names the page's legend)."""
+    if not any(statistic == name + end for name in SUMMARY_STATISTICS for end in ("", *INTERVAL_ENDS)):
+        raise ValueError(f"statistic {statistic!r} is not in pcmebench.vocabulary.SUMMARY_STATISTICS; describe it there")

@@ -1,10 +1,12 @@
-"""results/README.md lists exactly the columns that pcmebench.tables defines, in their order, so the two cannot drift."""
+"""results/README.md lists exactly the columns that pcmebench.tables defines, in their order, and the metric and statistic
+names of pcmebench.vocabulary, so the two cannot drift."""
 
 import re
 
 import pytest
 
 from pcmebench.tables import RESULT_TABLES, RUN_TABLES
+from pcmebench.vocabulary import INTERVAL_ENDS, METRIC_ORDER, SUMMARY_STATISTICS, check_summary_statistic
 from tests.conftest import REPO
 
 README = REPO / "results" / "README.md"
@@ -61,3 +63,32 @@ def test_a_column_missing_from_the_readme_is_noticed():
         ]
         != RESULT_TABLES["summary.csv"]
     )
+
+
+def documented_names(text: str, table: str, column: str) -> list[str]:
+    """The names in backticks of one column's row in one table's section of the README's text."""
+    section = text.split(f"## {table}\n", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in section.splitlines() if line.startswith(f"| {column} |"))
+    return re.findall(r"`([^`]+)`", row)
+
+
+def test_metric_names_are_the_vocabulary_ones_in_its_order():
+    text = README.read_text()
+    assert documented_names(text, "metrics.csv", "metric") == list(METRIC_ORDER)
+    assert documented_names(text.replace("`CxC R@1`, ", ""), "metrics.csv", "metric") != list(METRIC_ORDER)
+
+
+def test_summary_statistics_are_the_described_ones():
+    """Every statistic the page describes is in the README, and every statistic the README names is described (the
+    row also names protocol ``full``)."""
+    text, expected = README.read_text(), {*SUMMARY_STATISTICS, *("spearman_u_log_matches" + end for end in INTERVAL_ENDS)}
+
+    def named(readme):
+        return set(documented_names(readme, "uncertainty_summary.csv", "statistic")) - {"full"}
+
+    assert named(text) == expected
+    assert named(text.replace("`pearson_bin_r1`", "`pearson_bin_r2`")) != expected
+    for name in expected:
+        check_summary_statistic(name)
+    with pytest.raises(ValueError, match="'pearson_bin_r2' is not in pcmebench.vocabulary.SUMMARY_STATISTICS"):
+        check_summary_statistic("pearson_bin_r2")
