@@ -281,18 +281,23 @@ def match_probability(
             torch.sub(offset, logits, alpha=scale, out=logits).sigmoid_()
             out[r : r + tile_images, c : c + n] = logits.view(-1, j * j, n).sum(dim=1).div_(j * j)
 
+    run_on_threads(work, workers)
+    return out
+
+
+def run_on_threads(work, workers: int) -> None:
+    """Run ``work`` once per worker thread, each single-threaded in torch (several threads per op would oversubscribe
+    the cores); torch's thread count is restored afterwards, also after an error. One worker: in this thread, as is."""
     if workers == 1:
-        work()
-        return out
+        return work()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core per worker: several threads per op would oversubscribe the cores
+    torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(workers) as pool:
             for done in [pool.submit(work) for _ in range(workers)]:
                 done.result()
     finally:
         torch.set_num_threads(threads)
-    return out
 
 
 class PCME(BaseMethod):
