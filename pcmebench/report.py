@@ -79,13 +79,14 @@ def interval(low, high, digits: int = 1) -> list[tuple]:
 
 def statistic_cells(rows: pd.DataFrame, keys: list[str]) -> pd.Series:
     """uncertainty_summary rows as cells by ``keys`` and statistic: the mean over seeds, the sd over seeds (two or
-    more) and the mean bootstrap interval (the rows <statistic>_ci_low and _ci_high)."""
-    end = rows["statistic"].str.extract(r"_ci_(low|high)$")[0].fillna("value")
-    rows = rows.assign(statistic=rows["statistic"].str.replace(r"_ci_(low|high)$", "", regex=True), end=end)
+    more) and the mean bootstrap interval (the rows <statistic><end> of vocabulary.INTERVAL_ENDS)."""
+    ends = f"({'|'.join(vocab.INTERVAL_ENDS)})$"
+    end = rows["statistic"].str.extract(ends)[0].fillna("value")
+    rows = rows.assign(statistic=rows["statistic"].str.replace(ends, "", regex=True), end=end)
     values = rows[rows["end"] == "value"].groupby([*keys, "statistic"])["value"].agg(["mean", "std", "count"])
     bounds = rows[rows["end"] != "value"].groupby([*keys, "statistic", "end"])["value"].mean().unstack("end")
     cells = []
-    for mean, std, count, low, high in values.join(bounds.reindex(columns=["low", "high"])).itertuples(index=False):
+    for mean, std, count, low, high in values.join(bounds.reindex(columns=list(vocab.INTERVAL_ENDS))).itertuples(index=False):
         cell = [(number(mean, 3), "", "")] + ([(f"± {number(std, 3)} (sd, {count} seeds)", "ci", "")] if count > 1 else [])
         cells.append(cell + interval(low, high, 3))
     return pd.Series(cells, index=values.index, dtype=object)
