@@ -30,6 +30,7 @@ from pcmebench.vocabulary import DIRECTIONS, FULL_PROTOCOL, MARGIN, QUERY_MODALI
 
 log = logging.getLogger("pcmebench.plots")
 FORMATS = ("png", "pdf")
+STYLE = Path(__file__).resolve().parent / "templates" / "figures.mplstyle"
 RETRIEVAL_METRICS = ("R@1", "R@5", "R@10", "PMRP")
 SECONDARY_HATCHES = {"sample-dot": "\\\\", "mu": "//", "csd": ".."}
 MODALITY_TITLES = {direction: f"{modality} ({direction} queries)" for direction, modality in QUERY_MODALITY.items()}
@@ -49,29 +50,33 @@ COMPARISON = (
 )
 
 
-@dataclass
-class Run:
-    dataset: str
-    method: str
-    seed: int
-    queries: pd.DataFrame
-    train_log: pd.DataFrame
+def stacked(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, *tables.RUN_COLUMNS])
 
 
-def load_runs(run_dirs) -> list[Run]:
-    """Each run folder's queries and training curve; an external model's folder (external.json) has no curve."""
-    runs = []
+def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every run folder's queries and training curve, each row with its run's dataset, method and seed; an external
+    model's folder (external.json) has no curve."""
+    queries, curves = [], []
     for run_dir in map(Path, run_dirs):
         trained = not (run_dir / "external.json").is_file()
         record = tables.read_run_record(run_dir / ("run.json" if trained else "external.json"), tables.RUN_COLUMNS)
-        queries = tables.read_table(run_dir / "queries.parquet", tables.QUERIES_COLUMNS)
-        curve = tables.read_table(run_dir / "train_log.csv", tables.TRAIN_LOG_COLUMNS) if trained else pd.DataFrame()
-        runs.append(Run(record["dataset"], record["method"], int(record["seed"]), queries, curve))
-    return runs
+        run = {"dataset": record["dataset"], "method": record["method"], "seed": int(record["seed"])}
+        queries.append(tables.read_table(run_dir / "queries.parquet", tables.QUERIES_COLUMNS).assign(**run))
+        curves += [tables.read_table(run_dir / "train_log.csv", tables.TRAIN_LOG_COLUMNS).assign(**run)] if trained else []
+    return stacked(queries, tables.QUERIES_COLUMNS), stacked(curves, tables.TRAIN_LOG_COLUMNS)
 
 
-def method_runs(runs: list[Run], dataset: str, method: str) -> list[Run]:
-    return sorted((r for r in runs if r.dataset == dataset and r.method == method), key=lambda r: r.seed)
+def sigma_of(queries: pd.DataFrame, dataset: str, methods: list[str]) -> pd.DataFrame:
+    """The queries of ``methods`` on ``dataset`` that have a finite σ statistic (u)."""
+    rows = select(queries, dataset=dataset, method=methods)
+    return rows[np.isfinite(rows["u"].astype(float))]
+
+
+def own_statistic(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each method's own scoring and own σ statistic."""
+    statistic = rows["method"].map(lambda m: entries()[m].uncertainty_statistic)
+    return rows[tables.is_own_scoring(rows) & (rows["uncertainty"] == statistic)]
 
 
 def new_figure(width: float, height: float, title: str):
@@ -90,19 +95,25 @@ def say_no_data(axes, message: str) -> None:
     axes.set(xticks=[], yticks=[])
 
 
-def panels(figure, rows: list, columns: dict, ylabel=None, titled: bool = False, sharey: bool = True):
-    """(axes, row, column) for a row of panels per item of ``rows`` (``titled``: methods, labelling their rows) and a panel
-    per item of ``columns``, titled with its value; ``ylabel`` (one, or one per row) on each row's first panel."""
-    parts = [figure] if len(rows) == 1 and not titled else figure.subfigures(max(len(rows), 1), 1, squeeze=False)[:, 0]
-    for index, (part, row) in enumerate(zip(parts, rows, strict=False)):
+def facets(figure, rows: pd.DataFrame, lines: list, columns: dict, missing: str, ylabel=None, titled=False, sharey=True):
+    """(axes, line, direction, its rows) per panel: a line of panels per item of ``lines`` (``titled``: methods, which
+    title and select their line) and a panel per direction of ``columns``, titled with its value; ``ylabel`` (one, or
+    one per line) on each line's first panel. A panel without rows says so, naming what is ``missing`` (a format
+    string of method, direction and modality), and is not yielded."""
+    parts = [figure] if len(lines) == 1 and not titled else figure.subfigures(max(len(lines), 1), 1, squeeze=False)[:, 0]
+    for index, (part, line) in enumerate(zip(parts, lines, strict=False)):
         if titled:
-            part.suptitle(label(row), fontsize=10)
-        row_panels = part.subplots(1, len(columns), sharey=sharey, squeeze=False)[0]
+            part.suptitle(label(line), fontsize=10)
+        panels = part.subplots(1, len(columns), sharey=sharey, squeeze=False)[0]
         if ylabel is not None:
-            row_panels[0].set_ylabel(ylabel if isinstance(ylabel, str) else ylabel[index])
-        for axes, (column, title) in zip(row_panels, columns.items(), strict=True):
+            panels[0].set_ylabel(ylabel if isinstance(ylabel, str) else ylabel[index])
+        for axes, (direction, title) in zip(panels, columns.items(), strict=True):
             axes.set_title(title)
-            yield axes, row, column
+            here = select(rows, direction=direction, **({"method": line} if titled else {}))
+            if here.empty:
+                say_no_data(axes, missing.format(method=line, direction=direction, modality=QUERY_MODALITY[direction]))
+            else:
+                yield axes, line, direction, here
 
 
 def figure_path(out: str | Path, dataset: str, name: str, extension: str) -> Path:
@@ -121,6 +132,11 @@ def save(figure, out: Path, dataset: str, name: str) -> list[Path]:
     return written
 
 
+def offset(index: int, count: int, width: float) -> float:
+    """The shift of the ``index``-th of ``count`` bars of ``width`` side by side around their group's centre."""
+    return (index - (count - 1) / 2) * width
+
+
 def own_values(rows: pd.DataFrame, method: str, statistic: str, uncertainty: str) -> np.ndarray:
     """One statistic of a method's own scoring for one uncertainty signal, one value per seed."""
     mine = select(rows, method=method, scoring=entries()[method].primary_scoring, statistic=statistic, uncertainty=uncertainty)
@@ -131,8 +147,7 @@ def bar_with_seeds(axes, x: float, rows: pd.DataFrame, method: str, statistic: s
     """A bar at the mean over seeds of :func:`own_values` (paler for the score margin) with a dot per seed; the mean."""
     points = own_values(rows, method, statistic, uncertainty)
     mean = float(np.nanmean(points)) if points.size else np.nan
-    alpha = 0.6 if uncertainty == MARGIN else 1.0
-    axes.bar(x, mean, width, color=entries()[method].color, alpha=alpha, label=legend)
+    axes.bar(x, mean, width, color=entries()[method].color, alpha=0.6 if uncertainty == MARGIN else 1.0, label=legend)
     axes.plot(np.full(points.size, x), points, "o", color="black", markersize=3)
     return mean
 
@@ -142,28 +157,25 @@ def plot_retrieval(summary: pd.DataFrame, dataset: str, methods: list[str]):
     then its other scorings that have rows (hatched)."""
     protocol = primary_protocol(dataset)
     rows = select(summary, dataset=dataset, protocol=protocol, metric=list(RETRIEVAL_METRICS), method=list(methods))
-    cells = rows.set_index(["direction", "method", "scoring", "metric"])[["mean", "ci_low", "ci_high"]]
     series = scoring_series(rows, methods)
     figure = new_figure(11, 4.2, f"{dataset}: retrieval, {protocol} protocol (mean over seeds, 95% bootstrap interval)")
     width, x = 0.8 / max(len(series), 1), np.arange(len(RETRIEVAL_METRICS))
-    for axes, _, direction in panels(figure, [None], DIRECTIONS, "%"):
-        if direction not in cells.index:
-            say_no_data(axes, f"summary.csv has no {protocol} {direction} rows of {', '.join(RETRIEVAL_METRICS)} for {dataset}")
-            continue
+    missing = f"summary.csv has no {protocol} {{direction}} rows of {', '.join(RETRIEVAL_METRICS)} for {dataset}"
+    for axes, *_, here in facets(figure, rows, [None], DIRECTIONS, missing, "%"):
+        cells = here.set_index(["method", "scoring", "metric"])[["mean", "ci_low", "ci_high"]]
         for index, (method, scoring) in enumerate(series):
-            means, low, high = cells.reindex([(direction, method, scoring, m) for m in RETRIEVAL_METRICS]).to_numpy(float).T
+            means, low, high = cells.reindex([(method, scoring, m) for m in RETRIEVAL_METRICS]).to_numpy(float).T
             errors = np.nan_to_num(np.vstack([means - low, high - means]), nan=0.0).clip(min=0)  # no interval: no error bar
-            entry, offset = entries()[method], (index - (len(series) - 1) / 2) * width
+            entry = entries()[method]
             style = {"alpha": 1.0, "edgecolor": "white"}
             if scoring != entry.primary_scoring:
                 style = {"alpha": 0.55, "hatch": SECONDARY_HATCHES.get(scoring, ".."), "edgecolor": entry.color}
-            axes.bar(x + offset, means, width, yerr=errors, capsize=2, color=entry.color, label=label(method, scoring), **style)
-        axes.set_xticks(x, RETRIEVAL_METRICS)
-        axes.set_ylim(0, 100)
-        axes.grid(axis="y", alpha=0.3)
+            axes.bar(x + offset(index, len(series), width), means, width, yerr=errors, color=entry.color,
+                     label=label(method, scoring), **style)  # fmt: skip
+        axes.set(xticks=x, xticklabels=RETRIEVAL_METRICS, ylim=(0, 100))
     handles, texts = max((a.get_legend_handles_labels() for a in figure.axes), key=lambda pair: len(pair[0]))
     if handles:
-        figure.legend(handles, texts, loc="outside right center", fontsize=8)
+        figure.legend(handles, texts, loc="outside right center")
     return figure
 
 
@@ -175,17 +187,12 @@ def plot_auroc(uncertainty_summary: pd.DataFrame, dataset: str, methods: list[st
     bars += [(m, "auroc_u", entries()[m].uncertainty_statistic, "σ") for m in probabilistic_methods(methods)]
     title = f"{dataset}: how well each signal predicts an R@1 failure ({protocol}; dots: seeds; dashed: chance)"
     figure = new_figure(max(6, 0.95 * len(bars) * len(DIRECTIONS)), 4, title)
-    for axes, _, direction in panels(figure, [None], DIRECTIONS, "AUROC"):
-        here = select(rows, direction=direction)
-        if here.empty:
-            say_no_data(axes, f"uncertainty_summary.csv has no {protocol} {direction} rows for {dataset}")
-            continue
+    missing = f"uncertainty_summary.csv has no {protocol} {{direction}} rows for {dataset}"
+    for axes, *_, here in facets(figure, rows, [None], DIRECTIONS, missing, "AUROC"):
         for index, (method, statistic, uncertainty, _) in enumerate(bars):
             bar_with_seeds(axes, index, here, method, statistic, uncertainty, 0.7)
         axes.axhline(0.5, color="gray", linestyle="--", linewidth=1)
-        axes.set_xticks(range(len(bars)), [f"{label(m)}\n{signal}" for m, *_, signal in bars], fontsize=8)
-        axes.set_ylim(0, 1)
-        axes.grid(axis="y", alpha=0.3)
+        axes.set(xticks=range(len(bars)), xticklabels=[f"{label(m)}\n{signal}" for m, *_, signal in bars], ylim=(0, 1))
     return figure
 
 
@@ -193,52 +200,41 @@ def plot_uncertainty_bins(uncertainty: pd.DataFrame, dataset: str, methods: list
     """Per-bin retrieval of each probabilistic method's queries sorted into equal-count bins of its own σ statistic
     (bin 0 = least uncertain), with its own scoring; one row per method."""
     protocols, chosen = uncertainty_protocols(dataset), probabilistic_methods(methods)
-    title = f"{dataset}: retrieval per σ bin (each method's own scoring; thin lines: seeds)"
-    figure = new_figure(10, 4.2 * max(len(chosen), 1), title)
-    for axes, method, direction in panels(figure, chosen, DIRECTIONS, "% (mean over seeds)", titled=True):
-        entry = entries()[method]
-        statistic = entry.uncertainty_statistic
-        mine = select(uncertainty, dataset=dataset, method=method, scoring=entry.primary_scoring, direction=direction)
-        here = select(mine, protocol=protocols, uncertainty=statistic)
-        if here.empty:
-            missing = f"{method} {'/'.join(protocols)} {direction} bins of {statistic} for {dataset}"
-            say_no_data(axes, f"uncertainty.csv has no {missing}")
-            continue
-        for protocol, color in zip(protocols, (entry.color, "#333333"), strict=False):
+    rows = own_statistic(select(uncertainty, dataset=dataset, method=chosen, protocol=protocols))
+    figure = new_figure(
+        10, 4.2 * max(len(chosen), 1), f"{dataset}: retrieval per σ bin (each method's own scoring; thin lines: seeds)"
+    )
+    missing = f"uncertainty.csv has no {{method}} {'/'.join(protocols)} {{direction}} bins of its own σ statistic for {dataset}"
+    for axes, method, _, here in facets(figure, rows, chosen, DIRECTIONS, missing, "% (mean over seeds)", titled=True):
+        for protocol, color in zip(protocols, (entries()[method].color, "#333333"), strict=False):
             metrics = sorted(select(here, protocol=protocol)["metric"].unique(), key=lambda m: (m != "R@1", m))
             for metric, style in zip(metrics, ("-o", "--s", ":^"), strict=False):
-                cell = select(here, protocol=protocol, metric=metric)
-                per_seed = cell.pivot_table(index="bin", columns="seed", values="value")
+                per_seed = select(here, protocol=protocol, metric=metric).pivot_table(index="bin", columns="seed", values="value")
                 if per_seed.shape[1] > 1:
                     axes.plot(per_seed.index, per_seed.to_numpy(), style[:-1], color=color, alpha=0.25, linewidth=1)
-                label = f"{metric}, {protocol} protocol"
-                axes.plot(per_seed.index, per_seed.mean(axis=1), style, color=color, markersize=4, label=label)
-        axes.set_xlabel(f"σ bin (0 = most certain; equal-count bins of {UNCERTAINTY_STATISTICS[statistic].label})")
+                axes.plot(per_seed.index, per_seed.mean(axis=1), style, color=color, label=f"{metric}, {protocol} protocol")
+        statistic = UNCERTAINTY_STATISTICS[entries()[method].uncertainty_statistic].label
+        axes.set(xlabel=f"σ bin (0 = most certain; equal-count bins of {statistic})", ylim=(0, 100))
         axes.xaxis.get_major_locator().set_params(integer=True)
-        axes.set_ylim(0, 100)
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+        axes.legend()
     return figure
 
 
-def plot_sigma_histogram(runs: list[Run], dataset: str, methods: list[str]):
+def plot_sigma_histogram(queries: pd.DataFrame, dataset: str, methods: list[str]):
     """Distribution of each probabilistic method's own σ statistic (queries.parquet's u) over its image and caption
     embeddings, one outline per seed; one row per method."""
     chosen = probabilistic_methods(methods)
     figure = new_figure(10, 3.8 * max(len(chosen), 1), f"{dataset}: uncertainty of each test embedding")
-    for axes, method, direction in panels(figure, chosen, MODALITY_TITLES, titled=True, sharey=False):
-        values = {r.seed: select(r.queries, direction=direction)["u"].to_numpy(float) for r in method_runs(runs, dataset, method)}
-        values = {seed: u[np.isfinite(u)] for seed, u in values.items() if np.isfinite(u).any()}
-        modality = QUERY_MODALITY[direction]
-        if not values:
-            say_no_data(axes, f"no finite u of {method} {modality} ({direction} queries) in queries.parquet for {dataset}")
-            continue
-        edges = np.histogram_bin_edges(np.concatenate(list(values.values())), bins=40)
-        for seed, u in values.items():
+    missing = f"no finite u of {{method}} {{modality}} ({{direction}} queries) in queries.parquet for {dataset}"
+    for axes, method, direction, here in facets(
+        figure, sigma_of(queries, dataset, chosen), chosen, MODALITY_TITLES, missing, titled=True, sharey=False
+    ):
+        edges = np.histogram_bin_edges(here["u"].astype(float), bins=40)
+        for seed, u in here.groupby("seed")["u"]:
             axes.hist(u, bins=edges, histtype="step", linewidth=1.5, label=f"seed {seed} (n={u.size})")
-        statistic = entries()[method].uncertainty_statistic
-        axes.set(xlabel=UNCERTAINTY_STATISTICS[statistic].label, ylabel=f"{modality} per bin")
-        axes.legend(fontsize=8)
+        statistic = UNCERTAINTY_STATISTICS[entries()[method].uncertainty_statistic].label
+        axes.set(xlabel=statistic, ylabel=f"{QUERY_MODALITY[direction]} per bin")
+        axes.legend()
     return figure
 
 
@@ -256,39 +252,30 @@ def spearman_lines(rows: pd.DataFrame) -> str:
     return text
 
 
-def plot_sigma_multiplicity(runs: list[Run], uncertainty_summary: pd.DataFrame, dataset: str, methods: list[str]):
+def plot_sigma_multiplicity(queries: pd.DataFrame, uncertainty_summary: pd.DataFrame, dataset: str, methods: list[str]):
     """Each probabilistic method's σ statistic of each query against its number of matches in the complete ground
     truth (log scale), Spearman's ρ in the panel's title, off the points; one row per method."""
     chosen = probabilistic_methods(methods)
+    rows = sigma_of(queries, dataset, chosen).query("true_matches > 0")
     figure = new_figure(10, 4.4 * max(len(chosen), 1), f"{dataset}: σ against how many items truly match a query")
-    for axes, method, direction in panels(figure, chosen, MODALITY_TITLES, titled=True, sharey=False):
-        points = []
-        for run in method_runs(runs, dataset, method):
-            queries = select(run.queries, direction=direction)
-            u, matches = queries["u"].to_numpy(dtype=float), queries["true_matches"].to_numpy(dtype=float)
-            keep = np.isfinite(u) & (matches > 0)
-            if keep.any():
-                points.append((run.seed, matches[keep], u[keep]))
-        if not points:
-            missing = f"{method} {direction} queries with finite u and true_matches > 0"
-            say_no_data(axes, f"no {missing} in queries.parquet for {dataset}")
-            continue
-        for seed, matches, u in points:
-            axes.scatter(matches, u, s=4, alpha=0.25, rasterized=True, label=f"seed {seed}")
-        matches, u = (np.concatenate([p[i] for p in points]) for i in (1, 2))
+    missing = f"no {{method}} {{direction}} queries with finite u and true_matches > 0 in queries.parquet for {dataset}"
+    for axes, method, direction, here in facets(figure, rows, chosen, MODALITY_TITLES, missing, titled=True, sharey=False):
+        for seed, points in here.groupby("seed"):
+            axes.scatter(points["true_matches"], points["u"], s=4, alpha=0.25, rasterized=True, label=f"seed {seed}")
         # Medians over log-spaced groups of the match count show the trend through the cloud.
+        matches = here["true_matches"].astype(float)
         group = np.digitize(matches, np.unique(np.geomspace(matches.min(), matches.max() + 1, num=12).round()))
-        groups = np.unique(group)
-        centres = [np.exp(np.log(matches[group == g]).mean()) for g in groups]
-        axes.plot(centres, [np.median(u[group == g]) for g in groups], "-o", color="black", markersize=4, label="median")
+        centres, medians = np.exp(np.log(matches).groupby(group).mean()), here["u"].astype(float).groupby(group).median()
+        axes.plot(centres, medians, "-o", color="black", label="median")
         statistic = entries()[method].uncertainty_statistic
-        mine = select(uncertainty_summary, dataset=dataset, method=method, direction=direction, uncertainty=statistic)
-        lines = spearman_lines(mine)
+        lines = spearman_lines(
+            select(uncertainty_summary, dataset=dataset, method=method, direction=direction, uncertainty=statistic)
+        )
         axes.set_title(MODALITY_TITLES[direction] + lines, fontsize=9 if lines else None)
         xlabel = "true matches in the complete ground truth (log scale)"
         axes.set(xscale="log", xlabel=xlabel, ylabel=UNCERTAINTY_STATISTICS[statistic].label)
         if direction == list(MODALITY_TITLES)[-1]:  # one legend per row, beside its last panel, off the points
-            axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+            axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1))
     return figure
 
 
@@ -300,32 +287,24 @@ def plot_sigma_comparison(uncertainty_summary: pd.DataFrame, dataset: str, metho
     rows = select(uncertainty_summary, dataset=dataset, protocol=FULL_PROTOCOL, method=chosen)
     title = f"{dataset}: the probabilistic methods' σ on the complete ground truth (bars: mean; dots: seeds)"
     figure, width = new_figure(max(9, 2.2 * len(chosen) + 6), 7, title), 0.8 / max(len(chosen), 1)
-    for axes, row, direction in panels(figure, COMPARISON, DIRECTIONS, [ylabel for ylabel, *_ in COMPARISON]):
-        (_, limits, reference, bars), here = row, select(rows, direction=direction)
-        if here.empty:
-            missing = f"{FULL_PROTOCOL} {direction} rows of {', '.join(chosen)}"
-            say_no_data(axes, f"uncertainty_summary.csv has no {missing} for {dataset}")
-            continue
+    missing = f"uncertainty_summary.csv has no {FULL_PROTOCOL} {{direction}} rows of {', '.join(chosen)} for {dataset}"
+    for axes, row, _, here in facets(figure, rows, COMPARISON, DIRECTIONS, missing, [ylabel for ylabel, *_ in COMPARISON]):
+        _, limits, reference, bars = row
         for (k, method), (g, name) in itertools.product(enumerate(chosen), enumerate(bars)):
-            x, uncertainty = (
-                g + (k - (len(chosen) - 1) / 2) * width,
-                COMPARED[name][0] or entries()[method].uncertainty_statistic,
-            )
+            x, uncertainty = g + offset(k, len(chosen), width), COMPARED[name][0] or entries()[method].uncertainty_statistic
             legend = f"{label(method)}: {UNCERTAINTY_STATISTICS[uncertainty].label}" if g == 0 and row is COMPARISON[0] else None
             mean = bar_with_seeds(axes, x, here, method, name, uncertainty, width * 0.9, legend)
             if name == "spearman_u_log_matches":
                 low, high = (np.nanmean(own_values(here, method, name + end, uncertainty)) for end in vocabulary.INTERVAL_ENDS)
                 axes.errorbar(x, mean, [[mean - low], [high - mean]], color="black", capsize=3, linewidth=1)
         axes.axhline(reference, color="gray", linestyle="--" if reference else "-", linewidth=1)
-        axes.set_xticks(range(len(bars)), [COMPARED[name][1] for name in bars], fontsize=8)
-        axes.set_ylim(*limits)
-        axes.grid(axis="y", alpha=0.3)
+        axes.set(xticks=range(len(bars)), xticklabels=[COMPARED[name][1] for name in bars], ylim=limits)
         if row is COMPARISON[0]:
             axes.legend(fontsize=7, loc="upper right")
     return figure
 
 
-def plot_training_curves(runs: list[Run], dataset: str, methods: list[str]):
+def plot_training_curves(curves: pd.DataFrame, dataset: str, methods: list[str]):
     """The mean training loss of each epoch, one panel per method (losses differ in scale), one line per seed."""
     methods = trained_methods(methods)
     columns = min(len(methods), 3) or 1
@@ -335,20 +314,19 @@ def plot_training_curves(runs: list[Run], dataset: str, methods: list[str]):
     for axes in grid[len(methods) :]:
         axes.set_visible(False)
     for axes, method in zip(grid, methods, strict=False):
-        entry, chosen = entries()[method], method_runs(runs, dataset, method)
+        entry, mine = entries()[method], select(curves, dataset=dataset, method=method)
         axes.set_title(entry.label)
-        if all(r.train_log.empty for r in chosen):
+        if mine.empty:
             say_no_data(axes, f"no train_log.csv rows of {method} on {dataset}")
             continue
-        for run, style in zip(chosen, itertools.cycle(("-o", "--s", ":^", "-.v")), strict=False):
-            curve = run.train_log.sort_values("epoch")
-            axes.plot(curve["epoch"], curve["loss"], style, markersize=3, color=entry.color, alpha=0.8, label=f"seed {run.seed}")
+        for (seed, curve), style in zip(mine.groupby("seed"), itertools.cycle(("-o", "--s", ":^", "-.v")), strict=False):
+            curve = curve.sort_values("epoch")
+            axes.plot(curve["epoch"], curve["loss"], style, markersize=3, color=entry.color, alpha=0.8, label=f"seed {seed}")
             epochs, phases = curve["epoch"].to_numpy(), curve["phase"].to_numpy()
             for epoch in epochs[:-1][phases[1:] != phases[:-1]]:  # the frozen-backbone phase ends here
                 axes.axvline(epoch + 0.5, color="gray", linestyle=":", linewidth=1)
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.set(xlabel="epoch", ylabel="loss")
-        axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
     return figure
 
@@ -367,18 +345,18 @@ class FigureKind:
     trained: bool = False  # needs a method trained here (external models have no training)
 
 
-# Every figure, in report order; its inputs are tables of results/ by stem, or "runs".
+# Every figure, in report order; its inputs are tables of results/ by stem, or the runs' "queries" or "curves".
 FIGURES = {
     "retrieval": FigureKind("Retrieval", "R@K and PMRP with 95% confidence intervals", plot_retrieval, ("summary",)),
     "auroc": FigureKind("Uncertainty", "AUROC for predicting an R@1 failure: σ against the score margin", plot_auroc,
                         ("uncertainty_summary",)),
     "uncertainty_bins": FigureKind("Uncertainty", "R@1 per σ bin", plot_uncertainty_bins, ("uncertainty",), sigma=True),
-    "sigma_histogram": FigureKind("Uncertainty", "σ per modality", plot_sigma_histogram, ("runs",), sigma=True),
+    "sigma_histogram": FigureKind("Uncertainty", "σ per modality", plot_sigma_histogram, ("queries",), sigma=True),
     "sigma_multiplicity": FigureKind("Uncertainty", "σ against the true number of matches", plot_sigma_multiplicity,
-                                     ("runs", "uncertainty_summary"), sigma=True, truth=True),
+                                     ("queries", "uncertainty_summary"), sigma=True, truth=True),
     "sigma_comparison": FigureKind("Uncertainty", "The probabilistic methods' σ, raw and with length held fixed",
                                    plot_sigma_comparison, ("uncertainty_summary",), sigma=True, truth=True),
-    "training_curves": FigureKind("Training", "Training loss per epoch", plot_training_curves, ("runs",), trained=True),
+    "training_curves": FigureKind("Training", "Training loss per epoch", plot_training_curves, ("curves",), trained=True),
 }  # fmt: skip
 
 
@@ -399,17 +377,19 @@ def figure_files(out: str | Path, datasets: list[str], methods: list[str], exten
 
 def write_figures(results, run_dirs, out, datasets: list[str] | None = None, methods: list[str] | None = None) -> list[Path]:
     """Every figure of :func:`figure_files` for these datasets and methods (default: those of the runs)."""
-    stems = sorted({stem for kind in FIGURES.values() for stem in kind.inputs} - {"runs"})
+    from matplotlib.style import context
+
+    stems = sorted({stem for kind in FIGURES.values() for stem in kind.inputs} - {"queries", "curves"})
     inputs = {stem: tables.read_table(Path(results) / f"{stem}.csv", tables.RESULT_TABLES[f"{stem}.csv"]) for stem in stems}
     tables.declare_external(tables.external_methods(tables.read_table(Path(results) / "external.csv", tables.EXTERNAL_COLUMNS)))
-    inputs["runs"] = load_runs(run_dirs)
-    datasets = list(datasets or dict.fromkeys(r.dataset for r in inputs["runs"]))
-    methods, written = known_methods(methods or dict.fromkeys(r.method for r in inputs["runs"])), []
-    for dataset in datasets:
-        for name in figure_names(dataset, methods):
+    inputs["queries"], inputs["curves"] = load_runs(run_dirs)
+    datasets = list(datasets or dict.fromkeys(inputs["queries"]["dataset"]))
+    methods, written = known_methods(methods or dict.fromkeys(inputs["queries"]["method"])), []
+    for dataset, name in [(d, n) for d in datasets for n in figure_names(d, methods)]:
+        with context(STYLE):
             kind = FIGURES[name]
             written += save(kind.draw(*(inputs[i] for i in kind.inputs), dataset, methods), Path(out), dataset, name)
-            log.info("wrote %s/%s/%s.{%s}", out, dataset, name, ",".join(FORMATS))
+        log.info("wrote %s/%s/%s.{%s}", out, dataset, name, ",".join(FORMATS))
     return written
 
 

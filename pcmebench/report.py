@@ -219,8 +219,8 @@ class Report:
         ).rename(columns={"interval": "95% CI"})  # fmt: skip
         measured = {key for key, other in zip(keys, rows["other"], strict=True) if not other}
         unmeasured = [k for k in self.published if k[0] == dataset and k[1] in self.methods and k not in measured]
-        extra = [[p, d, x, label(m), entries()[m].primary_scoring, "—", "—", "0", "", self.paper(key)]
-                 for key in unmeasured for _, m, p, d, x in [key]]  # fmt: skip
+        extra = [[p, d, x, label(m), entries()[m].primary_scoring, "—", "—", "0", "", self.paper((dataset, m, p, d, x))]
+                 for _, m, p, d, x in unmeasured]  # fmt: skip
         return Table(pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True), labels=5)
 
     def statistics(self, dataset: str) -> tuple[list[tuple[str, Table]] | str, list[tuple[str, str]]]:

@@ -295,7 +295,7 @@ def test_every_probabilistic_method_gets_its_own_sigma_panels(fake, tmp_path, mo
     auroc = plots.plot_auroc(tables["uncertainty_summary.csv"], "synthetic-cub", methods)
     labels = [tick.get_text() for tick in auroc.axes[0].get_xticklabels()]
     assert labels == [f"{REGISTRY[first].label}\nmargin", "Twin\nmargin", f"{REGISTRY[first].label}\nσ", "Twin\nσ"]
-    runs = plots.load_runs(run_dirs)
-    runs += [dataclasses.replace(r, method="twin") for r in runs if r.method == first]
-    histogram = plots.plot_sigma_histogram(runs, "synthetic-cub", methods)
+    queries, _ = plots.load_runs(run_dirs)
+    queries = pd.concat([queries, queries[queries["method"] == first].assign(method="twin")])
+    histogram = plots.plot_sigma_histogram(queries, "synthetic-cub", methods)
     assert len(histogram.subfigs) == 2 and all(axes.patches for sub in histogram.subfigs for axes in sub.axes)
