@@ -95,25 +95,26 @@ def say_no_data(axes, message: str) -> None:
     axes.set(xticks=[], yticks=[])
 
 
-def facets(figure, rows: pd.DataFrame, lines: list, columns: dict, missing: str, ylabel=None, titled=False, sharey=True):
-    """(axes, line, direction, its rows) per panel: a line of panels per item of ``lines`` (``titled``: methods, which
-    title and select their line) and a panel per direction of ``columns``, titled with its value; ``ylabel`` (one, or
-    one per line) on each line's first panel. A panel without rows says so, naming what is ``missing`` (a format
-    string of method, direction and modality), and is not yielded."""
-    parts = [figure] if len(lines) == 1 and not titled else figure.subfigures(max(len(lines), 1), 1, squeeze=False)[:, 0]
-    for index, (part, line) in enumerate(zip(parts, lines, strict=False)):
+def facets(figure, rows: pd.DataFrame, panel_rows: list, columns: dict, missing: str, ylabel=None, titled=False, sharey=True):
+    """(axes, panel row, direction, its rows) per panel: a row of panels per item of ``panel_rows`` (``titled``:
+    methods, which title and select their row) and a panel per direction of ``columns``, titled with its value;
+    ``ylabel`` (one, or one per row) on each row's first panel. A panel without rows says so, naming what is
+    ``missing`` (a format string of method, direction and modality), and is not yielded."""
+    subfigures = titled or len(panel_rows) > 1
+    parts = figure.subfigures(max(len(panel_rows), 1), 1, squeeze=False)[:, 0] if subfigures else [figure]
+    for index, (part, panel_row) in enumerate(zip(parts, panel_rows, strict=False)):
         if titled:
-            part.suptitle(label(line), fontsize=10)
+            part.suptitle(label(panel_row), fontsize=10)
         panels = part.subplots(1, len(columns), sharey=sharey, squeeze=False)[0]
         if ylabel is not None:
             panels[0].set_ylabel(ylabel if isinstance(ylabel, str) else ylabel[index])
         for axes, (direction, title) in zip(panels, columns.items(), strict=True):
             axes.set_title(title)
-            here = select(rows, direction=direction, **({"method": line} if titled else {}))
+            here = select(rows, direction=direction, **({"method": panel_row} if titled else {}))
             if here.empty:
-                say_no_data(axes, missing.format(method=line, direction=direction, modality=QUERY_MODALITY[direction]))
+                say_no_data(axes, missing.format(method=panel_row, direction=direction, modality=QUERY_MODALITY[direction]))
             else:
-                yield axes, line, direction, here
+                yield axes, panel_row, direction, here
 
 
 def figure_path(out: str | Path, dataset: str, name: str, extension: str) -> Path:
