@@ -154,18 +154,18 @@ def bar_with_seeds(axes, x: float, rows: pd.DataFrame, method: str, statistic: s
 
 
 def plot_retrieval(summary: pd.DataFrame, dataset: str, methods: list[str]):
-    """Grouped bars of R@1, R@5, R@10 and PMRP per direction, 95% interval as error bars; each method's own scoring,
-    then its other scorings that have rows (hatched)."""
+    """Grouped bars of R@1, R@5, R@10 and PMRP (those the dataset has) per direction, 95% interval as error bars; each
+    method's own scoring, then its other scorings that have rows (hatched)."""
     protocol = primary_protocol(dataset)
     rows = select(summary, dataset=dataset, protocol=protocol, metric=list(RETRIEVAL_METRICS), method=list(methods))
-    series = scoring_series(rows, methods)
+    metrics, series = [m for m in RETRIEVAL_METRICS if m in set(rows["metric"])], scoring_series(rows, methods)
     figure = new_figure(11, 4.2, f"{dataset}: retrieval, {protocol} protocol (mean over seeds, 95% bootstrap interval)")
-    width, x = 0.8 / max(len(series), 1), np.arange(len(RETRIEVAL_METRICS))
+    width, x = 0.8 / max(len(series), 1), np.arange(len(metrics))
     missing = f"summary.csv has no {protocol} {{direction}} rows of {', '.join(RETRIEVAL_METRICS)} for {dataset}"
     for axes, *_, here in facets(figure, rows, [None], DIRECTIONS, missing, "%"):
         cells = here.set_index(["method", "scoring", "metric"])[["mean", "ci_low", "ci_high"]]
         for index, (method, scoring) in enumerate(series):
-            means, low, high = cells.reindex([(method, scoring, m) for m in RETRIEVAL_METRICS]).to_numpy(float).T
+            means, low, high = cells.reindex([(method, scoring, m) for m in metrics]).to_numpy(float).T
             errors = np.nan_to_num(np.vstack([means - low, high - means]), nan=0.0).clip(min=0)  # no interval: no error bar
             entry = entries()[method]
             style = {"alpha": 1.0, "edgecolor": "white"}
@@ -173,7 +173,7 @@ def plot_retrieval(summary: pd.DataFrame, dataset: str, methods: list[str]):
                 style = {"alpha": 0.55, "hatch": SECONDARY_HATCHES.get(scoring, ".."), "edgecolor": entry.color}
             axes.bar(x + offset(index, len(series), width), means, width, yerr=errors, color=entry.color,
                      label=label(method, scoring), **style)  # fmt: skip
-        axes.set(xticks=x, xticklabels=RETRIEVAL_METRICS, ylim=(0, 100))
+        axes.set(xticks=x, xticklabels=metrics, ylim=(0, 100))
     handles, texts = max((a.get_legend_handles_labels() for a in figure.axes), key=lambda pair: len(pair[0]))
     if handles:
         figure.legend(handles, texts, loc="outside right center")

@@ -226,6 +226,14 @@ def test_same_inputs_give_the_same_bytes(fake, tmp_path):
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
 
 
+def test_retrieval_shows_the_metrics_the_dataset_has(fake):
+    """CUB formats have no PMRP (no instance labels): no empty slot for it."""
+    summary = read_table(fake[0] / "summary.csv", SUMMARY_COLUMNS)
+    figure = plot_retrieval(summary[summary["metric"] != "PMRP"], "synthetic-cub", list(METHODS))
+    assert [[t.get_text() for t in axes.get_xticklabels()] for axes in figure.axes] == [["R@1", "R@5", "R@10"]] * 2
+    assert [t.get_text() for t in plot_retrieval(summary, "coco", list(METHODS)).axes[0].get_xticklabels()][-1] == "PMRP"
+
+
 def test_missing_rows_still_give_the_planned_files_and_are_logged(fake, tmp_path, caplog):
     results, run_dirs = fake
     empty = tmp_path / "results"
