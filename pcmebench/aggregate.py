@@ -37,6 +37,7 @@ from metrics.bootstrap import percentile_interval, resample_counts, series_repli
 from pcmebench.logs import log_to_stderr
 from pcmebench.tables import (
     EXTERNAL_COLUMNS,
+    EXTERNAL_RECORD,
     PAPER_COLUMNS,
     PER_QUERY_COLUMNS,
     RESULT_TABLES,
@@ -47,6 +48,7 @@ from pcmebench.tables import (
     ResultsError,
     read_run_record,
     read_table,
+    record_path,
     weighted_means,
     write_csv,
 )
@@ -59,7 +61,6 @@ log = logging.getLogger("pcmebench.aggregate")
 CONCATENATED = ("metrics.csv", "uncertainty.csv", "uncertainty_summary.csv")
 AGGREGATED_TABLES = (*CONCATENATED, "per_query.parquet")
 RUN_FILES = (*AGGREGATED_TABLES, "run.json")
-EXTERNAL_RECORD = "external.json"  # an external model's folder: its record in place of run.json
 # Replicates are drawn in blocks so that a block's (replicates x queries) count matrix stays small.
 BLOCK_ELEMENTS = 4_000_000
 
@@ -74,7 +75,8 @@ def load_run(run_dir: Path) -> dict[str, pd.DataFrame | dict]:
     external.json's EXTERNAL_COLUMNS}) and, by file name, each of AGGREGATED_TABLES.
     """
     run_dir = Path(run_dir)
-    external = (run_dir / EXTERNAL_RECORD).is_file() and not (run_dir / "run.json").exists()
+    record_file = record_path(run_dir)
+    external = record_file.name == EXTERNAL_RECORD
     expected = (*AGGREGATED_TABLES, EXTERNAL_RECORD) if external else RUN_FILES
     missing = [name for name in expected if not (run_dir / name).is_file()]
     if missing:
@@ -83,7 +85,7 @@ def load_run(run_dir: Path) -> dict[str, pd.DataFrame | dict]:
             "did not finish: run the workflow again for it"
         )
     kind, keys = ("external", EXTERNAL_COLUMNS) if external else ("record", RUN_RECORD_KEYS)
-    record = read_run_record(run_dir / (EXTERNAL_RECORD if external else "run.json"), keys)
+    record = read_run_record(record_file, keys)
     run = {kind: {key: record[key] for key in keys}}
     run.update({name: read_table(run_dir / name, RUN_TABLES[name], exact=True) for name in AGGREGATED_TABLES})
     identity = (record["dataset"], record["method"], int(record["seed"]))
@@ -92,8 +94,7 @@ def load_run(run_dir: Path) -> dict[str, pd.DataFrame | dict]:
         found = set(zip(frame["dataset"], frame["method"], frame["seed"].astype(int), strict=True))
         if found - {identity}:
             raise ResultsError(
-                f"{run_dir / name}: rows for {sorted(found - {identity})} in the folder of run {identity} "
-                f"({EXTERNAL_RECORD if external else 'run.json'})"
+                f"{run_dir / name}: rows for {sorted(found - {identity})} in the folder of run {identity} ({record_file.name})"
             )
     check_unique_rows(run["metrics.csv"], run["per_query.parquet"], run_dir)
     check_per_query_means(run["metrics.csv"], run["per_query.parquet"], run_dir / "per_query.parquet")

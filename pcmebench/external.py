@@ -46,7 +46,7 @@ from pcmebench.logs import log_to_stderr
 from pcmebench.protocols import EvaluationSplit
 from pcmebench.runs import file_sha256, resolve_device, use_threads
 from pcmebench.scoring import MODALITIES, Analysis, Embeddings, tensors_read
-from pcmebench.tables import EXTERNAL_COLUMNS, RUN_TABLES
+from pcmebench.tables import EXTERNAL_COLUMNS, EXTERNAL_RECORD, RUN_TABLES
 from pcmebench.tensorfiles import read_safetensors
 
 log = logging.getLogger("pcmebench.external")
@@ -297,7 +297,7 @@ def main(argv=None) -> None:
     except (ValueError, FileNotFoundError) as error:  # DataError is a ValueError: the message names file, tensor, ids
         sys.exit(f"pcmebench-evaluate: {error}")
     write_evaluation(evaluation, {Path(name).stem: Path(args.out) / name for name in RUN_TABLES})
-    write_record(Path(args.out) / "external.json", evaluation, args, args.name or Path(args.embeddings).stem)
+    write_record(Path(args.out) / EXTERNAL_RECORD, evaluation, args, args.name or Path(args.embeddings).stem)
 
 
 if __name__ == "__main__":

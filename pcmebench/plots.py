@@ -59,8 +59,8 @@ def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
     model's folder (external.json) has no curve."""
     queries, curves = [], []
     for run_dir in map(Path, run_dirs):
-        trained = not (run_dir / "external.json").is_file()
-        record = tables.read_run_record(run_dir / ("run.json" if trained else "external.json"), tables.RUN_COLUMNS)
+        path = tables.record_path(run_dir)
+        trained, record = path.name != tables.EXTERNAL_RECORD, tables.read_run_record(path, tables.RUN_COLUMNS)
         run = {"dataset": record["dataset"], "method": record["method"], "seed": int(record["seed"])}
         queries.append(tables.read_table(run_dir / "queries.parquet", tables.QUERIES_COLUMNS).assign(**run))
         curves += [tables.read_table(run_dir / "train_log.csv", tables.TRAIN_LOG_COLUMNS).assign(**run)] if trained else []

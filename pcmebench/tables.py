@@ -35,6 +35,7 @@ RUN_RECORD_KEYS = [
 
 # An external model's evaluation folder (work/external/<dataset>/<name>/seed<seed>/) holds external.json:
 # what the model is and which file gave its numbers, in place of a training run's run.json.
+EXTERNAL_RECORD = "external.json"
 EXTERNAL_COLUMNS = [*RUN_COLUMNS, "label", "color", "scorings", "statistics", "file", "sha256"]
 
 # --- results/ ------------------------------------------------------------------------------------
@@ -105,6 +106,13 @@ def read_run_record(path: str | Path, keys: list[str] = RUN_RECORD_KEYS) -> dict
     if missing:
         raise ResultsError(f"{path}: missing key(s) {', '.join(missing)}")
     return record
+
+
+def record_path(run_dir: str | Path) -> Path:
+    """A run folder's record: its run.json, or an external model's external.json where there is no run.json."""
+    run_dir = Path(run_dir)
+    external = (run_dir / EXTERNAL_RECORD).is_file() and not (run_dir / "run.json").exists()
+    return run_dir / (EXTERNAL_RECORD if external else "run.json")
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
