@@ -60,7 +60,7 @@ def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
     queries, curves = [], []
     for run_dir in map(Path, run_dirs):
         path = tables.record_path(run_dir)
-        trained, record = path.name != tables.EXTERNAL_RECORD, tables.read_run_record(path, tables.RUN_COLUMNS)
+        record, trained = tables.read_run_record(path, tables.RUN_COLUMNS), path.name != tables.EXTERNAL_RECORD
         run = {"dataset": record["dataset"], "method": record["method"], "seed": int(record["seed"])}
         queries.append(tables.read_table(run_dir / "queries.parquet", tables.QUERIES_COLUMNS).assign(**run))
         curves += [tables.read_table(run_dir / "train_log.csv", tables.TRAIN_LOG_COLUMNS).assign(**run)] if trained else []
@@ -386,11 +386,11 @@ def write_figures(results, run_dirs, out, datasets: list[str] | None = None, met
     inputs["queries"], inputs["curves"] = load_runs(run_dirs)
     datasets = list(datasets or dict.fromkeys(inputs["queries"]["dataset"]))
     methods, written = known_methods(methods or dict.fromkeys(inputs["queries"]["method"])), []
-    for dataset, name in [(d, n) for d in datasets for n in figure_names(d, methods)]:
-        with context(STYLE):
+    with context(STYLE):  # read once for every figure
+        for dataset, name in [(d, n) for d in datasets for n in figure_names(d, methods)]:
             kind = FIGURES[name]
             written += save(kind.draw(*(inputs[i] for i in kind.inputs), dataset, methods), Path(out), dataset, name)
-        log.info("wrote %s/%s/%s.{%s}", out, dataset, name, ",".join(FORMATS))
+            log.info("wrote %s/%s/%s.{%s}", out, dataset, name, ",".join(FORMATS))
     return written
 
 
